@@ -1,0 +1,1 @@
+"""The genview command line (thin wrapper over the Python API)."""

@@ -1,0 +1,105 @@
+"""`genview generate`: build a GenerateSpec from flags and run it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import posixpath
+import sys
+
+from pydantic import ValidationError
+
+from genview.generator.registry import model_names
+from genview.pipeline import GenerateSpec, generate
+
+EPILOG = """\
+examples:
+  genview generate imagenet/train --model icgan --k 10 --weights ckpt/icgan_biggan_imagenet_res256
+  genview generate list.csv --model cc-icgan --weights ckpt/cc_icgan --truncation 1.0 --view-size 224
+  genview models init icgan --preset tiny --out weights/  # random weights for a dry run
+
+Rerunning the same command resumes: shards with a done marker are kept, the others are redone.
+"""
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """Parse NAME=VALUE, VALUE as JSON when it parses (numbers, booleans), else as a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--param takes NAME=VALUE, got {text!r}")
+    name, raw = text.split("=", 1)
+    try:
+        return name.strip(), json.loads(raw)
+    except json.JSONDecodeError:
+        return name.strip(), raw
+
+
+def default_out(source: str, model: str, k: int) -> str:
+    """Name the store after its source, model and K, e.g. imagenet-icgan-k10."""
+    base = posixpath.basename(source.rstrip("/")) or "source"
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return f"{stem}-{model}-k{k}"
+
+
+def add_parsers(sub, formatter) -> None:
+    """Add the `generate` verb."""
+    p = sub.add_parser(
+        "generate",
+        help="make K views of every source image into a store",
+        description="Make K views of every image in SOURCE with a conditional generator and write them "
+        "as WebDataset tar shards + a Parquet manifest. Resumable: rerun to finish.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    p.add_argument("source", help="image folder (label = first sub-folder), list file (.txt/.csv/.parquet with a path column) or fsspec URL")
+    p.add_argument("--model", required=True, choices=model_names(), help="generator to use")
+    p.add_argument("--k", type=int, default=10, help="views per source image (the seeds used 10)")
+    p.add_argument("--weights", help="checkpoint directory (or hub id) of the model; see `genview models --help`")
+    p.add_argument("--encoder-weights", help="condition-encoder checkpoint, when it is not inside --weights")
+    p.add_argument("--out", help="store folder or URL (default: SOURCE-MODEL-kK in the current folder)")
+    p.add_argument("--shard-size", type=int, default=1000, help="sources per shard (the unit of work and resume)")
+    p.add_argument("--seed", type=int, default=0, help="job seed; each view's noise derives from (seed, source, view)")
+    p.add_argument("--batch-size", type=int, default=32, help="generator batch of (source x view) rows")
+    p.add_argument("--device", default="auto", help="auto (cuda if visible), cpu, cuda, cuda:N")
+    p.add_argument("--view-size", type=int, help="resize stored views to this side (e.g. 224, as the first seed did); default: native")
+    p.add_argument("--format", choices=["jpg", "webp", "png"], default="jpg", help="view image format")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    p.add_argument("--best-of", type=int, default=1, help="draw N candidates per view and keep the one most similar to the source")
+    p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default 0.8 icgan, 1.0 cc-icgan, per DA IC-GAN)")
+    p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
+    p.add_argument("--workers", type=int, default=4, help="threads for reading, decoding and encoding")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing store at --out and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `genview generate`."""
+    params = dict(args.param)
+    if args.truncation is not None:
+        params["truncation"] = args.truncation
+    try:
+        spec = GenerateSpec(
+            source=args.source,
+            out=args.out or default_out(args.source, args.model, args.k),
+            model=args.model,
+            weights=args.weights,
+            encoder_weights=args.encoder_weights,
+            k=args.k,
+            seed=args.seed,
+            shard_size=args.shard_size,
+            batch_size=args.batch_size,
+            device=args.device,
+            view_size=args.view_size,
+            format=args.format,
+            quality=args.quality,
+            best_of=args.best_of,
+            params=params,
+            workers=args.workers,
+        )
+    except ValidationError as exc:
+        for err in exc.errors():
+            print(f"genview generate: --{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}", file=sys.stderr)
+        return 2
+    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress)
+    print(summary)
+    return 0

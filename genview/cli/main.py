@@ -1,0 +1,50 @@
+"""`genview` command line: a thin layer over the Python API (genview.pipeline, genview.datastore, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genview import __version__
+from genview.cli import demo, generate, models, store_commands
+
+#: Each module adds its verbs to the parser and returns nothing; each verb's handler returns an exit code.
+VERB_MODULES = (generate, store_commands, models, demo)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the epilog's line breaks."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the full `genview` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="genview",
+        description="Generate K synthetic views of every image in a dataset with a conditional generative "
+        "model (IC-GAN, CC-IC-GAN, ...) into a WebDataset + Parquet store, resumably.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"genview {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    for module in VERB_MODULES:
+        module.add_parsers(sub, HelpFormatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `genview` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted: done shards are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # Expected user-facing failures (bad spec, missing weights, store mismatch): no traceback.
+        print(f"genview {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""`genview verify / inspect / preview`: read-only views of a store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from genview.datastore.inspect import format_summary, inspect_store
+from genview.datastore.preview import preview_grid
+from genview.datastore.verify import verify_store
+
+
+def add_parsers(sub, formatter) -> None:
+    """Add the store verbs."""
+    p = sub.add_parser(
+        "verify",
+        help="check a store: every shard readable, counts match the manifest",
+        description="Check every shard of a store: tar readable, each manifest row's member present with its size, "
+        "K views per ok source, planned sources all accounted for, no leftover temporary files. "
+        "Exits 1 and lists the problems when anything is wrong.",
+        formatter_class=formatter,
+    )
+    p.add_argument("store", help="store folder or URL")
+    p.add_argument("--decode", action="store_true", help="also decode every view image (slower)")
+    p.add_argument("--allow-incomplete", action="store_true", help="do not count unfinished shards as problems")
+    p.set_defaults(handler=run_verify)
+
+    p = sub.add_parser(
+        "inspect",
+        help="what is in a store: model, counts, failures, similarity per class, worst views",
+        description="Summarise a store: its spec and weights (random or real), sources ok/failed, views, "
+        "the similarity of views to their sources overall and per class, and the least faithful views.",
+        formatter_class=formatter,
+    )
+    p.add_argument("store", help="store folder or URL")
+    p.add_argument("--worst", type=int, default=10, help="how many lowest-similarity views and failures to list")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(handler=run_inspect)
+
+    p = sub.add_parser(
+        "preview",
+        help="a picture of sources beside their views",
+        description="Write a PNG grid: one row per source, the original first, then its views with their similarity.",
+        formatter_class=formatter,
+    )
+    p.add_argument("store", help="store folder or URL")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--rows", type=int, default=8, help="sources to show")
+    p.add_argument("--views", type=int, help="views per source to show (default: all K)")
+    p.add_argument("--cell", type=int, default=128, help="thumbnail side in pixels")
+    p.add_argument("--order", choices=["first", "worst", "best"], default="first", help="which sources: first by id, or by their least similar view")
+    p.add_argument("--label", help="only sources with this label")
+    p.set_defaults(handler=run_preview)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Run `genview verify`; exit code 1 when problems are found."""
+    report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Run `genview inspect`."""
+    summary = inspect_store(args.store, worst=args.worst)
+    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    """Run `genview preview`."""
+    grid = preview_grid(args.store, rows=args.rows, views=args.views, cell=args.cell, order=args.order, label=args.label)
+    grid.save(args.out)
+    print(f"wrote {args.out} ({grid.width}x{grid.height})")
+    return 0

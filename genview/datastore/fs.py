@@ -1,0 +1,50 @@
+"""One file-system layer for local paths and object stores (fsspec)."""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def open_url(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return (filesystem, path inside it) for a local path or any fsspec URL such as s3://bucket/prefix."""
+    fs, path = url_to_fs(str(url))
+    return fs, path.rstrip("/") or path
+
+
+def join(*parts: str) -> str:
+    """Join path parts with '/', the separator every fsspec filesystem uses."""
+    return posixpath.join(*parts)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """Return True for the local filesystem."""
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def temp_name(final_path: str) -> str:
+    """Return a hidden temporary sibling of final_path; never matched by shard brace patterns."""
+    head, tail = posixpath.split(final_path)
+    return posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write bytes under a temporary name, then move them to `path`, so `path` is whole or absent."""
+    tmp = temp_name(path)
+    with fs.open(tmp, "wb") as fh:
+        fh.write(data)
+    commit(fs, tmp, path)
+
+
+def commit(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
+    """Move a finished temporary file to its final name (atomic rename on local disk)."""
+    if is_local(fs):
+        import os
+
+        os.replace(tmp, path)
+    else:
+        # Object stores have no rename: copy is server-side and the final object appears whole.
+        fs.mv(tmp, path)

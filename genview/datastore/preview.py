@@ -1,0 +1,73 @@
+"""Preview: a picture of sources beside their views, optionally the least faithful first."""
+
+from __future__ import annotations
+
+import io
+from typing import Literal
+
+import pyarrow.compute as pc
+from PIL import Image, ImageDraw, ImageOps
+
+from genview.datastore import layout
+from genview.datastore.manifest import STATUS_OK
+from genview.datastore.reader import read_samples
+from genview.datastore.store import Store
+
+
+def _thumbnail(data: bytes, cell: int) -> Image.Image:
+    """Decode image bytes into a cell x cell RGB thumbnail (grey cell if they do not decode)."""
+    try:
+        img = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+        return ImageOps.fit(img, (cell, cell), Image.BICUBIC)
+    except Exception:  # a broken source still gets its cell, marked grey
+        return Image.new("RGB", (cell, cell), (128, 128, 128))
+
+
+def preview_grid(
+    url: str,
+    rows: int = 8,
+    views: int | None = None,
+    cell: int = 128,
+    order: Literal["first", "worst", "best"] = "first",
+    label: str | None = None,
+) -> Image.Image:
+    """Return a grid image: one row per source, its original first, then its views with similarity."""
+    store = Store(url)
+    manifest = store.manifest()
+    ok = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
+    if label is not None:
+        ok = ok.filter(pc.equal(ok["label"], label))
+    if ok.num_rows == 0:
+        raise ValueError(f"{url} has no generated views" + (f" with label {label!r}" if label else ""))
+    per_source: dict[int, dict] = {}
+    for row in ok.select(["source_id", "shard", "view", "similarity", "label"]).to_pylist():
+        entry = per_source.setdefault(row["source_id"], {"shard": row["shard"], "label": row["label"], "sims": {}})
+        entry["sims"][row["view"]] = row["similarity"]
+    ids = sorted(per_source)
+    if order != "first":
+        # A source is as bad as its least faithful view.
+        ids.sort(key=lambda sid: min(v for v in per_source[sid]["sims"].values() if v is not None), reverse=order == "best")
+    ids = ids[:rows]
+    k = int(store.spec["k"])
+    n_views = min(views or k, k)
+    wanted: dict[int, set[str]] = {}
+    for sid in ids:
+        wanted.setdefault(per_source[sid]["shard"], set()).add(layout.sample_key(sid))
+    samples = {}
+    for shard, keys in wanted.items():
+        samples.update(read_samples(store, shard, keys))
+    text_h = 14
+    grid = Image.new("RGB", ((n_views + 1) * cell, len(ids) * (cell + text_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for r, sid in enumerate(ids):
+        members = samples[layout.sample_key(sid)]
+        src = next(v for name, v in members.items() if name.startswith("src."))
+        y = r * (cell + text_h)
+        grid.paste(_thumbnail(src, cell), (0, y + text_h))
+        draw.text((2, y), f"{sid} {per_source[sid]['label'] or ''}"[: cell // 6], fill=(0, 0, 0))
+        for j in range(n_views):
+            data = next(v for name, v in members.items() if name.startswith(f"v{j}."))
+            grid.paste(_thumbnail(data, cell), ((j + 1) * cell, y + text_h))
+            sim = per_source[sid]["sims"].get(j)
+            draw.text(((j + 1) * cell + 2, y), f"v{j} sim {sim:.2f}" if sim is not None else f"v{j}", fill=(0, 0, 0))
+    return grid

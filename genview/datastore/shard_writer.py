@@ -1,0 +1,102 @@
+"""Writer: one shard's tar, manifest fragment and done marker, committed in that order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import webdataset as wds
+
+from genview.datastore import layout
+from genview.datastore.fs import commit, temp_name, write_atomic
+from genview.datastore.manifest import manifest_bytes, manifest_table
+from genview.datastore.store import Store
+
+#: Fixed tar member mtime so the same views give the same tar bytes on every run.
+TAR_MTIME = 0.0
+
+
+class _HashingWriter:
+    """File-object wrapper that counts and hashes the bytes written through it."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+    def flush(self):
+        return self.fh.flush()
+
+
+class ShardWriter:
+    """Write one shard so that it is either wholly there (tar + manifest + done marker) or not at all.
+
+    The tar is streamed to a hidden temporary name and moved to its final name only on `commit`;
+    the stats json is written last and is the done marker that resume looks for.
+    """
+
+    def __init__(self, store: Store, shard: int):
+        self.store = store
+        self.shard = shard
+        self.final_tar = layout.shard_tar(store.root, shard)
+        self.tmp_tar = temp_name(self.final_tar)
+        self._fh = store.fs.open(self.tmp_tar, "wb")
+        self._hashing = _HashingWriter(self._fh)
+        self._tar = wds.TarWriter(self._hashing, encoder=False, mtime=TAR_MTIME)
+        self.rows: list[dict[str, Any]] = []
+        self.samples = 0
+        self._closed = False
+
+    def write_sample(self, key: str, members: dict[str, bytes]) -> None:
+        """Append one sample: members maps extension (e.g. 'v0.jpg') to bytes."""
+        if "." in key:
+            raise ValueError(f"sample key {key!r} contains a dot; webdataset splits keys at the first dot")
+        self._tar.write({"__key__": key, **members})
+        self.samples += 1
+
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Queue manifest rows (views and failed sources) for this shard."""
+        self.rows.extend(rows)
+
+    def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Publish the tar, then the manifest fragment, then the stats json (the done marker)."""
+        self._tar.close()
+        self._fh.close()
+        self._closed = True
+        fs, root = self.store.fs, self.store.root
+        commit(fs, self.tmp_tar, self.final_tar)
+        write_atomic(fs, layout.shard_manifest(root, self.shard), manifest_bytes(manifest_table(self.rows)))
+        stats = {
+            "shard": self.shard,
+            "tar": f"{layout.SHARDS_DIR}/{layout.shard_name(self.shard)}.tar",
+            "tar_bytes": self._hashing.size,
+            "tar_sha256": self._hashing.sha256.hexdigest(),
+            "samples": self.samples,
+            **stats,
+        }
+        write_atomic(fs, layout.shard_done(root, self.shard), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
+        return stats
+
+    def abort(self) -> None:
+        """Drop the temporary tar of a shard that will not be committed."""
+        if not self._closed:
+            try:
+                self._tar.close()
+                self._fh.close()
+            finally:
+                self._closed = True
+        if self.store.fs.exists(self.tmp_tar):
+            self.store.fs.rm(self.tmp_tar)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

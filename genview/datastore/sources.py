@@ -1,0 +1,134 @@
+"""Reader: list a dataset's images into a frozen, sorted source table."""
+
+from __future__ import annotations
+
+import posixpath
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from genview.datastore.fs import open_url
+
+#: Extensions treated as images (compared case-insensitively).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+#: Column names accepted as the image path in a list file, in order of preference.
+PATH_COLUMNS = ("path", "uri", "filepath", "file", "image", "filename")
+LIST_FILE_SUFFIXES = (".txt", ".csv", ".parquet")
+
+
+class SourceError(ValueError):
+    """Raised when a source folder or list file cannot be listed; the message says why."""
+
+
+def is_image_name(name: str) -> bool:
+    """Return True for a non-hidden file name with an image extension (any case)."""
+    base = posixpath.basename(name)
+    return not base.startswith(".") and posixpath.splitext(base)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _url(fs, path: str) -> str:
+    """Return a path as the URL the rest of genview opens (protocol kept for object stores)."""
+    return fs.unstrip_protocol(path) if not _is_local(fs) else path
+
+
+def _is_local(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def _list_folder(fs, root: str) -> tuple[list[str], list[str | None]]:
+    """List images under root recursively; label = first directory level, None for files at the root."""
+    uris, labels = [], []
+    for path in fs.find(root):
+        rel = posixpath.relpath(path, root)
+        parts = rel.split("/")
+        if any(part.startswith(".") for part in parts) or not is_image_name(path):
+            continue  # hidden files/folders and non-images are not sources
+        uris.append(_url(fs, path))
+        labels.append(parts[0] if len(parts) > 1 else None)
+    return uris, labels
+
+
+def _read_list_table(fs, path: str) -> pa.Table:
+    """Read a txt (one path per line), csv or parquet list file into a table with a 'path' column."""
+    suffix = posixpath.splitext(path)[1].lower()
+    if suffix == ".txt":
+        with fs.open(path, "rt", encoding="utf-8") as fh:
+            lines = [line.strip() for line in fh]
+        return pa.table({"path": [line for line in lines if line and not line.startswith("#")]})
+    with fs.open(path, "rb") as fh:
+        table = pacsv.read_csv(fh) if suffix == ".csv" else pq.read_table(fh)
+    for name in PATH_COLUMNS:
+        if name in table.column_names:
+            return table.rename_columns(["path" if c == name else c for c in table.column_names])
+    raise SourceError(
+        f"list file {path} has no path column; expected one of {', '.join(PATH_COLUMNS)}, "
+        f"found {', '.join(table.column_names)}"
+    )
+
+
+def _list_file(fs, path: str) -> tuple[list[str], list[str | None], pa.Table]:
+    """Resolve a list file's paths (relative ones against its folder) and labels; keep extra columns."""
+    table = _read_list_table(fs, path)
+    base = posixpath.dirname(path)
+    uris = []
+    for raw in table.column("path").to_pylist():
+        raw = str(raw)
+        if "://" in raw:
+            uris.append(raw)
+        else:
+            full = raw if raw.startswith("/") else posixpath.normpath(posixpath.join(base, raw))
+            uris.append(_url(fs, full))
+    labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * len(uris)
+    labels = [None if v is None else str(v) for v in labels]
+    extra = table.drop_columns([c for c in ("path", "label") if c in table.column_names])
+    return uris, labels, extra
+
+
+def list_sources(source: str) -> pa.Table:
+    """Return the sorted source table (source_id, uri, label, label_index, + list-file columns) of a folder or list file."""
+    fs, path = open_url(source)
+    if not fs.exists(path):
+        raise SourceError(f"source {source!r} does not exist")
+    extra = None
+    if fs.isdir(path):
+        uris, labels = _list_folder(fs, path)
+    elif path.lower().endswith(LIST_FILE_SUFFIXES):
+        uris, labels, extra = _list_file(fs, path)
+    else:
+        raise SourceError(
+            f"source {source!r} is neither a folder nor a list file ({', '.join(LIST_FILE_SUFFIXES)})"
+        )
+    if not uris:
+        raise SourceError(f"source {source!r} holds no images (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    order = sorted(range(len(uris)), key=lambda i: uris[i])
+    if len(set(uris)) != len(uris):
+        raise SourceError(f"source {source!r} lists the same image more than once")
+    label_names = sorted({label for label in labels if label is not None})
+    label_index = {name: i for i, name in enumerate(label_names)}
+    columns = {
+        "source_id": pa.array(range(len(order)), pa.int64()),
+        "uri": pa.array([uris[i] for i in order], pa.string()),
+        "label": pa.array([labels[i] for i in order], pa.string()),
+        "label_index": pa.array([label_index.get(labels[i]) for i in order], pa.int32()),
+    }
+    table = pa.table(columns)
+    if extra is not None:
+        indices = pa.array(order)
+        for name in extra.column_names:
+            if name not in columns:
+                table = table.append_column(name, extra.column(name).take(indices))
+    return table
+
+
+def assign_shards(sources: pa.Table, shard_size: int) -> pa.Table:
+    """Add the `shard` column: consecutive runs of shard_size sources in source_id order."""
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
+    shards = pa.array([i // shard_size for i in range(sources.num_rows)], pa.int32())
+    if "shard" in sources.column_names:
+        sources = sources.drop_columns(["shard"])
+    return sources.append_column("shard", shards)

@@ -1,0 +1,160 @@
+"""A store on any fsspec filesystem: its spec, frozen source listing, and which shards are done."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import posixpath
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from genview.datastore import layout
+from genview.datastore.fs import join, open_url, write_atomic
+
+
+class StoreError(RuntimeError):
+    """Raised for a store that cannot be used as asked (spec mismatch, not a store, missing parts)."""
+
+
+def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Return human-readable lines for every identity field that differs between two specs."""
+    lines = []
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            lines.append(f"  {name}: store has {old.get(name)!r}, this run asks {new.get(name)!r}")
+    return lines
+
+
+class Store:
+    """Read/write access to one store directory (local path or object-store URL)."""
+
+    def __init__(self, url: str):
+        self.url = str(url)
+        self.fs, self.root = open_url(self.url)
+
+    # -- paths ---------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        """Return a path inside the store."""
+        return join(self.root, *parts)
+
+    def exists(self) -> bool:
+        """Return True when the store has a genview.json."""
+        return self.fs.exists(self.path(layout.SPEC_FILE))
+
+    # -- spec ------------------------------------------------------------------------------
+    def read_header(self) -> dict[str, Any]:
+        """Return the parsed genview.json; StoreError if this is not a store."""
+        path = self.path(layout.SPEC_FILE)
+        if not self.fs.exists(path):
+            raise StoreError(f"{self.url} is not a genview store (no {layout.SPEC_FILE})")
+        header = json.loads(self.fs.cat_file(path))
+        if header.get("format") != layout.FORMAT_NAME:
+            raise StoreError(f"{path} is not a genview store header")
+        if header.get("format_version", 0) > layout.FORMAT_VERSION:
+            raise StoreError(
+                f"{self.url} uses store format {header['format_version']}, newer than this genview "
+                f"understands ({layout.FORMAT_VERSION}); upgrade genview"
+            )
+        return header
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The job spec recorded in genview.json."""
+        return self.read_header()["spec"]
+
+    def write_header(self, spec: dict[str, Any], extra: dict[str, Any]) -> None:
+        """Write genview.json (format version, the full spec, and run facts such as versions)."""
+        from genview import __version__
+
+        header = {
+            "format": layout.FORMAT_NAME,
+            "format_version": layout.FORMAT_VERSION,
+            "genview_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "spec": spec,
+            **extra,
+        }
+        self.fs.makedirs(self.root, exist_ok=True)
+        write_atomic(self.fs, self.path(layout.SPEC_FILE), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
+
+    def clear(self) -> None:
+        """Delete every store part (for --overwrite); other files in the folder are left alone."""
+        for name in (layout.SPEC_FILE, layout.SOURCES_FILE, layout.SHARDS_DIR, layout.MANIFEST_DIR):
+            path = self.path(name)
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+
+    # -- sources ---------------------------------------------------------------------------
+    def write_sources(self, table: pa.Table) -> None:
+        """Freeze the source listing into sources.parquet."""
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        write_atomic(self.fs, self.path(layout.SOURCES_FILE), buffer.getvalue())
+
+    def read_sources(self) -> pa.Table:
+        """Return the frozen source listing."""
+        with self.fs.open(self.path(layout.SOURCES_FILE), "rb") as fh:
+            return pq.read_table(fh)
+
+    def num_shards(self) -> int:
+        """Return how many shards the plan has."""
+        shards = self.read_sources().column("shard").to_pylist()
+        return max(shards) + 1 if shards else 0
+
+    # -- shards ----------------------------------------------------------------------------
+    def prepare_dirs(self) -> None:
+        """Create the store folder with shards/ and manifest/ (a no-op on object stores)."""
+        self.fs.makedirs(self.root, exist_ok=True)
+        for name in (layout.SHARDS_DIR, layout.MANIFEST_DIR):
+            self.fs.makedirs(self.path(name), exist_ok=True)
+
+    def done_shards(self) -> set[int]:
+        """Return the shards whose done marker exists."""
+        manifest_dir = self.path(layout.MANIFEST_DIR)
+        if not self.fs.exists(manifest_dir):
+            return set()
+        done = set()
+        for path in self.fs.ls(manifest_dir, detail=False):
+            stem, ext = posixpath.splitext(posixpath.basename(path))
+            if ext == ".json" and stem.isdigit():
+                done.add(int(stem))
+        return done
+
+    def read_stats(self, shard: int) -> dict[str, Any]:
+        """Return a done shard's stats json."""
+        return json.loads(self.fs.cat_file(layout.shard_done(self.root, shard)))
+
+    def leftovers(self, shard: int | None = None) -> list[str]:
+        """Return temporary files left by interrupted writes (optionally of one shard only)."""
+        found = []
+        for name in (layout.SHARDS_DIR, layout.MANIFEST_DIR):
+            directory = self.path(name)
+            if not self.fs.exists(directory):
+                continue
+            for path in self.fs.ls(directory, detail=False):
+                base = posixpath.basename(path)
+                if base.startswith(".") and base.endswith(".tmp"):
+                    if shard is None or base.startswith("." + layout.shard_name(shard) + "."):
+                        found.append(path)
+        return found
+
+    def reset_shard(self, shard: int) -> None:
+        """Remove every trace of an unfinished shard so it can be redone from scratch."""
+        paths = [layout.shard_tar(self.root, shard), layout.shard_manifest(self.root, shard)]
+        for path in paths + self.leftovers(shard):
+            if self.fs.exists(path):
+                self.fs.rm(path)
+
+    def manifest(self, columns: list[str] | None = None) -> pa.Table:
+        """Return the manifest of all done shards as one table."""
+        paths = [layout.shard_manifest(self.root, s) for s in sorted(self.done_shards())]
+        if not paths:
+            from genview.datastore.manifest import MANIFEST_SCHEMA
+
+            return MANIFEST_SCHEMA.empty_table()
+        dataset = pads.dataset(paths, format="parquet", filesystem=self.fs)
+        return dataset.to_table(columns=columns)

@@ -1,0 +1,184 @@
+"""The library API of a generation job: plan, resume, run every unfinished shard, summarise."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from genview.datastore.sources import assign_shards, list_sources
+from genview.datastore.store import Store, StoreError, spec_differences
+from genview.generator.base import ViewGenerator, WeightsNotFoundError
+from genview.generator.registry import get_generator_class
+from genview.pipeline.shard import ViewSettings, run_shard
+from genview.pipeline.spec import IDENTITY_FIELDS, GenerateSpec, resolve_device
+
+log = logging.getLogger("genview")
+
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: the {model} weights at {path} are RANDOMLY INITIALISED (preset {preset}). "
+    "The views are not from a trained model; use them only to test plumbing."
+)
+
+
+@dataclasses.dataclass
+class JobSummary:
+    """What a finished (or resumed) job made, totalled over every done shard."""
+
+    out: str
+    shards: int
+    shards_run: int
+    sources: int
+    ok: int
+    failed: int
+    views: int
+    seconds: float
+    random_weights: bool
+
+    def __str__(self) -> str:
+        rate = self.views / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"{self.out}: {self.ok} sources -> {self.views} views, {self.failed} failed sources "
+            f"({self.shards} shards, {self.shards_run} run now, {self.seconds:.1f} s, {rate:.1f} views/s)"
+        )
+        if self.random_weights:
+            text += "\nviews are from RANDOM weights (a `models init` preset), not a trained model"
+        return text
+
+
+def load_generator(spec: GenerateSpec) -> ViewGenerator:
+    """Load the spec's model from its weights, with a clear error when weights are not given."""
+    cls = get_generator_class(spec.model)
+    if not spec.weights:
+        raise WeightsNotFoundError(
+            f"--weights is required for --model {spec.model}: give the checkpoint directory "
+            f"(see `genview models --help`), or make random test weights with "
+            f"`genview models init {spec.model} --preset tiny --out DIR`"
+        )
+    kwargs: dict[str, Any] = dict(spec.params)
+    if spec.encoder_weights:
+        kwargs["encoder_weights"] = spec.encoder_weights
+    return cls.from_pretrained(spec.weights, device=resolve_device(spec.device), **kwargs)
+
+
+def store_identity(spec: GenerateSpec, generator: ViewGenerator) -> dict[str, Any]:
+    """Return the spec as recorded in genview.json: identity fields plus the model's resolved settings."""
+    identity = {name: getattr(spec, name) for name in IDENTITY_FIELDS}
+    identity.update(
+        weights=generator.weights.to_dict(),
+        params=generator.params,
+        image_size=generator.image_size,
+    )
+    return identity
+
+
+def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
+    """Drop what may legitimately differ between runs of one job (where the weights file lives)."""
+    out = dict(identity)
+    weights = dict(out.get("weights") or {})
+    weights.pop("id", None)
+    out["weights"] = weights
+    return out
+
+
+def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool = False) -> tuple[Store, Any]:
+    """Create the store or reopen it for resume; refuse a store made with a different spec."""
+    store = Store(spec.out)
+    if overwrite:
+        store.clear()
+    if store.exists():
+        recorded = store.spec
+        diff = spec_differences(_comparable(recorded), _comparable(identity))
+        if diff:
+            raise StoreError(
+                f"{spec.out} already holds a store made with a different spec:\n"
+                + "\n".join(diff)
+                + "\nrerun with the same settings to resume it, or pass --overwrite to start over"
+            )
+        try:
+            return store, store.read_sources()
+        except FileNotFoundError:
+            pass  # killed between header and listing: list again below
+    sources = assign_shards(list_sources(spec.source), spec.shard_size)
+    store.prepare_dirs()
+    store.write_sources(sources)
+    store.write_header(identity, extra={"random_weights": identity["weights"]["random_init"]})
+    return store, sources
+
+
+def generate(
+    spec: GenerateSpec,
+    *,
+    overwrite: bool = False,
+    generator: ViewGenerator | None = None,
+    progress: bool = True,
+    on_shard: Callable[[dict[str, Any]], None] | None = None,
+) -> JobSummary:
+    """Run a generation job in-process: every shard without a done marker is (re)made; done ones are kept."""
+    generator = generator or load_generator(spec)
+    weights = generator.weights
+    if weights.random_init:
+        print(RANDOM_WEIGHTS_WARNING.format(model=spec.model, path=weights.id, preset=weights.preset), file=sys.stderr)
+    identity = store_identity(spec, generator)
+    store, sources = open_for_job(spec, identity, overwrite=overwrite)
+    if generator.needs_labels and sources.column("label_index").null_count:
+        raise StoreError(
+            f"--model {spec.model} is class-conditional and needs a label for every source: use an "
+            "ImageFolder tree (label = first folder) or a list file with a label column"
+        )
+    store.prepare_dirs()
+    records = sources.to_pylist()
+    by_shard: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        by_shard.setdefault(record["shard"], []).append(record)
+    done = store.done_shards()
+    todo = [shard for shard in sorted(by_shard) if shard not in done]
+    settings = ViewSettings(
+        model=spec.model, k=spec.k, seed=spec.seed, batch_size=spec.batch_size, best_of=spec.best_of,
+        format=spec.format, quality=spec.quality, view_size=spec.view_size,
+    )
+    already = sum(len(by_shard[s]) for s in done if s in by_shard)
+    start = time.perf_counter()
+    bar = tqdm(total=len(records), initial=already, unit="img", desc=f"genview {spec.model}", disable=not progress, dynamic_ncols=True)
+    counts = {"views": 0, "failed": 0}
+
+    def on_source(item) -> None:
+        counts["views"] += len(item.encoded)
+        counts["failed"] += 0 if item.ok else 1
+        bar.update(1)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(views_s=f"{counts['views'] / max(elapsed, 1e-9):.1f}", failed=counts["failed"], refresh=False)
+
+    try:
+        with ThreadPoolExecutor(max_workers=spec.workers, thread_name_prefix="genview-io") as pool:
+            for shard in todo:
+                stats = run_shard(store, shard, by_shard[shard], generator, settings, pool, on_source=on_source)
+                if on_shard is not None:
+                    on_shard(stats)
+    finally:
+        bar.close()
+    return summarize(store, shards_run=len(todo), seconds=time.perf_counter() - start)
+
+
+def summarize(store: Store, shards_run: int = 0, seconds: float = 0.0) -> JobSummary:
+    """Total the done markers of a store."""
+    header = store.read_header()
+    totals = {"sources": 0, "ok": 0, "failed": 0, "views": 0}
+    done = store.done_shards()
+    for shard in done:
+        stats = store.read_stats(shard)
+        for name in totals:
+            totals[name] += int(stats.get(name, 0))
+    return JobSummary(
+        out=store.url,
+        shards=len(done),
+        shards_run=shards_run,
+        seconds=seconds,
+        random_weights=bool(header.get("random_weights")),
+        **totals,
+    )

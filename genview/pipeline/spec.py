@@ -1,0 +1,51 @@
+"""The generation job spec: what the CLI, the HTTP API and the Python API all build."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from genview.generator.registry import model_names
+
+#: Spec fields that decide a store's content; a rerun into an existing store must agree on them.
+IDENTITY_FIELDS = ("source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of")
+
+
+class GenerateSpec(BaseModel):
+    """Everything needed to (re)run a generation job; JSON-able and validated."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    source: str = Field(description="image folder (ImageFolder layout), list file (.txt/.csv/.parquet) or URL")
+    out: str = Field(description="store folder or URL")
+    model: str = Field(description="generator name, e.g. icgan")
+    weights: str | None = Field(default=None, description="checkpoint directory or hub id")
+    encoder_weights: str | None = Field(default=None, description="condition-encoder checkpoint, if not beside the weights")
+    k: int = Field(default=10, ge=1, le=1000, description="views per source")
+    seed: int = Field(default=0, ge=0, description="job seed; view seeds derive from it")
+    shard_size: int = Field(default=1000, ge=1, le=1_000_000, description="sources per shard")
+    batch_size: int = Field(default=32, ge=1, le=4096, description="generator batch (source x view rows)")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
+    view_size: int | None = Field(default=None, ge=8, le=4096, description="resize stored views to this side")
+    format: Literal["jpg", "webp", "png"] = "jpg"
+    quality: int = Field(default=95, ge=1, le=100)
+    best_of: int = Field(default=1, ge=1, le=64, description="candidates per view; the most similar is kept")
+    params: dict[str, Any] = Field(default_factory=dict, description="model settings, e.g. truncation")
+    workers: int = Field(default=4, ge=1, le=64, description="decode/encode threads")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in model_names():
+            raise ValueError(f"unknown model {value!r}; known models: {', '.join(model_names())}")
+        return value
+
+
+def resolve_device(device: str) -> str:
+    """Turn 'auto' into cuda when a GPU is visible, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
