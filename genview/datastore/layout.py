@@ -35,8 +35,13 @@ def shard_manifest(root: str, shard: int) -> str:
 
 
 def shard_done(root: str, shard: int) -> str:
-    """Path of a shard's stats json, the done marker (written last)."""
-    return join(root, MANIFEST_DIR, shard_name(shard) + ".json")
+    """Path of a shard's stats json, the done marker (written last).
+
+    The leading underscore is the Hadoop/Spark convention for metadata files (`_SUCCESS`): pyarrow,
+    Spark and duckdb dataset readers skip it, so `pyarrow.dataset.dataset("OUT/manifest",
+    format="parquet")` reads the manifest without tripping over the json markers beside it.
+    """
+    return join(root, MANIFEST_DIR, "_" + shard_name(shard) + ".json")
 
 
 def shard_pattern(root: str, num_shards: int) -> str:

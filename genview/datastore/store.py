@@ -120,8 +120,8 @@ class Store:
         done = set()
         for path in self.fs.ls(manifest_dir, detail=False):
             stem, ext = posixpath.splitext(posixpath.basename(path))
-            if ext == ".json" and stem.isdigit():
-                done.add(int(stem))
+            if ext == ".json" and stem.startswith("_") and stem[1:].isdigit():
+                done.add(int(stem[1:]))
         return done
 
     def read_stats(self, shard: int) -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""Pipeline efficiency: views/s of the whole job vs the bare generator on the same batches, in one run.
+
+    python bench/bench_pipeline.py --images 96 --k 4 --batch-size 16
+
+Measured side by side because this machine is noisy: the ratio is what to compare across changes.
+With the tiny preset the generator is cheap, so the ratio is a harsh test of the CPU-side overhead
+(decode, embed, score, encode, tar, manifest); with a real model the generator dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genview.cli.models import init_random_model
+from genview.datastore.sources import list_sources
+from genview.generator.registry import get_generator_class
+from genview.generator.seeding import view_seed
+from genview.pipeline import GenerateSpec, generate
+from genview.pipeline.decode import decode_image
+from genview.synthetic_data import make_image_folder
+
+
+def bare_generator_seconds(generator, uris: list[str], k: int, batch_size: int, seed: int) -> tuple[float, int]:
+    """Time generator.generate alone over the same (source x view) batches the pipeline makes."""
+    images = [decode_image(Path(u).read_bytes(), min_side=256) for u in uris]
+    embeddings = generator.embed(images)
+    rows = [(i, j) for i in range(len(uris)) for j in range(k)]
+    start = time.perf_counter()
+    for at in range(0, len(rows), batch_size):
+        batch = rows[at : at + batch_size]
+        generator.generate(embeddings[[i for i, _ in batch]], [view_seed(seed, i, j) for i, j in batch])
+    return time.perf_counter() - start, len(rows)
+
+
+def main() -> None:
+    """Run the benchmark and print both throughputs and their ratio."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="icgan")
+    parser.add_argument("--weights", help="model folder (default: a tiny random preset made here)")
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_image_folder(tmp / "src", classes=4, per_class=args.images // 4, size=160, seed=0)
+        weights = args.weights
+        if weights is None:
+            weights = str(tmp / "weights")
+            init_random_model(args.model, "tiny", weights)
+        generator = get_generator_class(args.model).from_pretrained(weights, device="cpu")
+        uris = list_sources(str(tmp / "src")).column("uri").to_pylist()
+        # Warm-up so neither side pays first-call costs.
+        bare_generator_seconds(generator, uris[:2], 1, args.batch_size, 0)
+        spec = GenerateSpec(source=str(tmp / "src"), out=str(tmp / "store"), model=args.model, weights=weights,
+                            k=args.k, shard_size=32, batch_size=args.batch_size, device="cpu")
+        start = time.perf_counter()
+        summary = generate(spec, generator=generator, progress=False)
+        pipeline_s = time.perf_counter() - start
+        bare_s, bare_views = bare_generator_seconds(generator, uris, args.k, args.batch_size, 0)
+    pipeline_rate = summary.views / pipeline_s
+    bare_rate = bare_views / bare_s
+    print(f"model {args.model} ({'tiny random' if args.weights is None else args.weights}), {len(uris)} sources x K={args.k}, batch {args.batch_size}")
+    print(f"pipeline (decode+embed+generate+score+encode+write): {summary.views} views in {pipeline_s:.2f} s = {pipeline_rate:.1f} views/s")
+    print(f"bare generator.generate on the same batches:          {bare_views} views in {bare_s:.2f} s = {bare_rate:.1f} views/s")
+    print(f"pipeline efficiency (pipeline / bare generator): {pipeline_rate / bare_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
