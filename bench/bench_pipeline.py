@@ -62,7 +62,13 @@ def main() -> None:
         spec = GenerateSpec(source=str(tmp / "src"), out=str(tmp / "store"), model=args.model, weights=weights,
                             k=args.k, shard_size=32, batch_size=args.batch_size, device="cpu")
         start = time.perf_counter()
-        summary = generate(spec, generator=generator, progress=False)
+        stages: dict[str, float] = {}
+
+        def add_stages(stats: dict) -> None:
+            for name, seconds in stats["stage_seconds"].items():
+                stages[name] = stages.get(name, 0.0) + seconds
+
+        summary = generate(spec, generator=generator, progress=False, on_shard=add_stages)
         pipeline_s = time.perf_counter() - start
         bare_s, bare_views = bare_generator_seconds(generator, uris, args.k, args.batch_size, 0)
     pipeline_rate = summary.views / pipeline_s
@@ -70,6 +76,7 @@ def main() -> None:
     print(f"model {args.model} ({'tiny random' if args.weights is None else args.weights}), {len(uris)} sources x K={args.k}, batch {args.batch_size}")
     print(f"pipeline (decode+embed+generate+score+encode+write): {summary.views} views in {pipeline_s:.2f} s = {pipeline_rate:.1f} views/s")
     print(f"bare generator.generate on the same batches:          {bare_views} views in {bare_s:.2f} s = {bare_rate:.1f} views/s")
+    print("pipeline main-thread seconds by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items())))
     print(f"pipeline efficiency (pipeline / bare generator): {pipeline_rate / bare_rate:.2f}")
 
 

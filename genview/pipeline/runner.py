@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
-
-from tqdm.auto import tqdm
 
 from genview.datastore.sources import assign_shards, list_sources
 from genview.datastore.store import Store, StoreError, spec_differences
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.generator.registry import get_generator_class
-from genview.pipeline.shard import ViewSettings, run_shard
+from genview.pipeline.backends import Backend, InProcessBackend, ShardPlan
+from genview.pipeline.progress import JobProgress
+from genview.pipeline.shard import ViewSettings
 from genview.pipeline.spec import IDENTITY_FIELDS, GenerateSpec, resolve_device
 
-log = logging.getLogger("genview")
 
 RANDOM_WEIGHTS_WARNING = (
     "WARNING: the {model} weights at {path} are RANDOMLY INITIALISED (preset {preset}). "
@@ -118,8 +115,12 @@ def generate(
     generator: ViewGenerator | None = None,
     progress: bool = True,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
+    backend: Backend | None = None,
 ) -> JobSummary:
-    """Run a generation job in-process: every shard without a done marker is (re)made; done ones are kept."""
+    """Run a generation job: every shard without a done marker is (re)made; done ones are kept.
+
+    The backend runs the shards (default: in this process with `generator`).
+    """
     generator = generator or load_generator(spec)
     weights = generator.weights
     if weights.random_init:
@@ -137,31 +138,19 @@ def generate(
     for record in records:
         by_shard.setdefault(record["shard"], []).append(record)
     done = store.done_shards()
-    todo = [shard for shard in sorted(by_shard) if shard not in done]
+    todo = {shard: rows for shard, rows in by_shard.items() if shard not in done}
     settings = ViewSettings(
         model=spec.model, k=spec.k, seed=spec.seed, batch_size=spec.batch_size, best_of=spec.best_of,
         format=spec.format, quality=spec.quality, view_size=spec.view_size,
     )
-    already = sum(len(by_shard[s]) for s in done if s in by_shard)
+    already = sum(len(rows) for shard, rows in by_shard.items() if shard in done)
     start = time.perf_counter()
-    bar = tqdm(total=len(records), initial=already, unit="img", desc=f"genview {spec.model}", disable=not progress, dynamic_ncols=True)
-    counts = {"views": 0, "failed": 0}
-
-    def on_source(item) -> None:
-        counts["views"] += len(item.encoded)
-        counts["failed"] += 0 if item.ok else 1
-        bar.update(1)
-        elapsed = time.perf_counter() - start
-        bar.set_postfix(views_s=f"{counts['views'] / max(elapsed, 1e-9):.1f}", failed=counts["failed"], refresh=False)
-
+    job_progress = JobProgress(len(records), already, f"genview {spec.model}", enabled=progress, on_shard=on_shard)
+    backend = backend or InProcessBackend(generator)
     try:
-        with ThreadPoolExecutor(max_workers=spec.workers, thread_name_prefix="genview-io") as pool:
-            for shard in todo:
-                stats = run_shard(store, shard, by_shard[shard], generator, settings, pool, on_source=on_source)
-                if on_shard is not None:
-                    on_shard(stats)
+        backend.run(ShardPlan(store=store, spec=spec, settings=settings, shards=todo), job_progress)
     finally:
-        bar.close()
+        job_progress.close()
     return summarize(store, shards_run=len(todo), seconds=time.perf_counter() - start)
 
 
