@@ -66,7 +66,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--best-of", type=int, default=1, help="draw N candidates per view and keep the one most similar to the source")
     p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default 0.8 icgan, 1.0 cc-icgan, per DA IC-GAN)")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
-    p.add_argument("--workers", type=int, default=4, help="threads for reading, decoding and encoding")
+    p.add_argument("--io-threads", type=int, default=4, help="threads for reading, decoding and encoding (per worker)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store at --out and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             quality=args.quality,
             best_of=args.best_of,
             params=params,
-            workers=args.workers,
+            io_threads=args.io_threads,
         )
     except ValidationError as exc:
         for err in exc.errors():

@@ -10,6 +10,7 @@ from genview.generator.base import ViewGenerator
 _MODELS: dict[str, str] = {
     "icgan": "genview.generator.icgan:ICGANGenerator",
     "cc-icgan": "genview.generator.icgan:CCICGANGenerator",
+    "unclip": "genview.generator.unclip:UnCLIPGenerator",
 }
 
 

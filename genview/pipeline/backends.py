@@ -42,7 +42,7 @@ class InProcessBackend:
         def on_source(item: SourceItem) -> None:
             progress.sources_done(1, len(item.encoded), 0 if item.ok else 1)
 
-        with ThreadPoolExecutor(max_workers=plan.spec.workers, thread_name_prefix="genview-io") as pool:
+        with ThreadPoolExecutor(max_workers=plan.spec.io_threads, thread_name_prefix="genview-io") as pool:
             for shard, records in sorted(plan.shards.items()):
                 stats = run_shard(plan.store, shard, records, self.generator, plan.settings, pool, on_source=on_source)
                 progress.shard_done(stats)

@@ -32,7 +32,7 @@ class GenerateSpec(BaseModel):
     quality: int = Field(default=95, ge=1, le=100)
     best_of: int = Field(default=1, ge=1, le=64, description="candidates per view; the most similar is kept")
     params: dict[str, Any] = Field(default_factory=dict, description="model settings, e.g. truncation")
-    workers: int = Field(default=4, ge=1, le=64, description="decode/encode threads")
+    io_threads: int = Field(default=4, ge=1, le=64, description="read/decode/encode threads per worker")
 
     @field_validator("model")
     @classmethod
