@@ -88,6 +88,18 @@ def _list_file(fs, path: str) -> tuple[list[str], list[str | None], pa.Table]:
     return uris, labels, extra
 
 
+def label_indices(labels: list[str | None]) -> dict[str, int]:
+    """Map label names to class indices: integer labels keep their value, names get their sorted rank.
+
+    Sorted rank is torchvision ImageFolder's rule, so ImageNet's wnid folders get the standard
+    0..999 indices that class-conditional checkpoints (CC-IC-GAN) were trained with.
+    """
+    names = sorted({label for label in labels if label is not None})
+    if names and all(name.isdigit() for name in names):
+        return {name: int(name) for name in names}
+    return {name: i for i, name in enumerate(names)}
+
+
 def list_sources(source: str) -> pa.Table:
     """Return the sorted source table (source_id, uri, label, label_index, + list-file columns) of a folder or list file."""
     fs, path = open_url(source)
@@ -107,8 +119,7 @@ def list_sources(source: str) -> pa.Table:
     order = sorted(range(len(uris)), key=lambda i: uris[i])
     if len(set(uris)) != len(uris):
         raise SourceError(f"source {source!r} lists the same image more than once")
-    label_names = sorted({label for label in labels if label is not None})
-    label_index = {name: i for i, name in enumerate(label_names)}
+    label_index = label_indices(labels)
     columns = {
         "source_id": pa.array(range(len(order)), pa.int64()),
         "uri": pa.array([uris[i] for i in order], pa.string()),

@@ -11,6 +11,7 @@ _MODELS: dict[str, str] = {
     "icgan": "genview.generator.icgan:ICGANGenerator",
     "cc-icgan": "genview.generator.icgan:CCICGANGenerator",
     "unclip": "genview.generator.unclip:UnCLIPGenerator",
+    "eldm": "genview.generator.eldm:ELDMGenerator",
 }
 
 

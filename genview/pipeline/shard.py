@@ -159,7 +159,8 @@ def generate_stage(
         start = time.perf_counter()
         # Similarity under the conditioning encoder: every view gets its faithfulness score.
         view_embeddings = generator.embed(images)
-        similarity = (view_embeddings * embeddings).sum(dim=1).tolist()
+        # Cosine, not a dot product: unCLIP's embeddings are raw CLIP vectors (unit-norm ones give the same).
+        similarity = torch.nn.functional.cosine_similarity(view_embeddings, embeddings, dim=1).tolist()
         timer.add("score", start)
         pixels = images.permute(0, 2, 3, 1).numpy()
         for (item, j, _), px, seed, sim in zip(batch, pixels, seeds, similarity):

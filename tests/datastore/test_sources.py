@@ -68,3 +68,11 @@ def test_assign_shards_runs_of_size():
     assert assign_shards(table, 3).column("shard").to_pylist() == [0, 0, 0, 1, 1, 1, 2]
     with pytest.raises(ValueError, match="--shard-size"):
         assign_shards(table, 0)
+
+
+def test_integer_labels_keep_their_value(tmp_path):
+    touch_image(tmp_path / "a.jpg")
+    touch_image(tmp_path / "b.jpg")
+    touch_image(tmp_path / "c.jpg")
+    (tmp_path / "list.csv").write_text("path,label\na.jpg,10\nb.jpg,2\nc.jpg,281\n")
+    assert list_sources(str(tmp_path / "list.csv")).column("label_index").to_pylist() == [10, 2, 281]
