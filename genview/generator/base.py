@@ -70,7 +70,8 @@ class ViewGenerator(abc.ABC):
     """A conditional generative model that makes views of a source image from its embedding.
 
     The pipeline uses exactly this surface:
-      1. ``embed(sources)`` once per source -> L2-normalised condition embeddings ``[N, D]``;
+      1. ``embed(sources)`` once per source -> condition embeddings ``[N, D]`` in the form the model is
+         conditioned on (unit vectors for IC-GAN; raw CLIP vectors for unCLIP): compare them by cosine;
       2. ``generate(embeddings, labels, seeds)`` for a batch of (source x view) rows -> uint8 images;
       3. ``embed(views)`` again to score each view's similarity to its source.
     Noise for row i is drawn from ``torch_generator(seeds[i])`` alone, so a view is identical
@@ -115,7 +116,7 @@ class ViewGenerator(abc.ABC):
 
     @abc.abstractmethod
     def embed(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
-        """Return L2-normalised condition embeddings [N, D] (float32, CPU) of RGB PIL images or a uint8 [N,3,H,W] tensor."""
+        """Return condition embeddings [N, D] (float32, CPU) of RGB PIL images or a uint8 [N,3,H,W] tensor."""
 
     @abc.abstractmethod
     def generate(

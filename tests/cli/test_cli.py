@@ -89,3 +89,13 @@ def test_models_init_marks_random_weights(tmp_path):
     assert "RANDOMLY initialised" in result.stdout
     assert (tmp_path / "w" / "genview_random_weights.json").exists()
     assert sorted(p.name for p in (tmp_path / "w").glob("*.pth")) != []
+
+
+def test_models_info_counts_the_full_icgan(capsys):
+    assert main(["models", "info", "icgan", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    generator = next(s for s in report["stages"] if s["name"] == "generator")
+    assert round(generator["params"] / 1e6, 1) == 90.0
+    assert 1e11 < report["flops_per_view"] < 3e11
+    assert main(["models", "info", "icgan"]) == 0
+    assert "A100" in capsys.readouterr().out
