@@ -17,6 +17,7 @@ examples:
   genview generate imagenet/train --model icgan --k 10 --weights ckpt/icgan_biggan_imagenet_res256
   genview generate list.csv --model cc-icgan --weights ckpt/cc_icgan --truncation 1.0 --view-size 224
   genview models init icgan --preset tiny --out weights/  # random weights for a dry run
+  genview generate s3://bucket/imagenet --out s3://bucket/views --model icgan --weights /ckpt/icgan --ray-address auto
 
 Rerunning the same command resumes: shards with a done marker are kept, the others are redone.
 """
@@ -31,6 +32,14 @@ def parse_param(text: str) -> tuple[str, object]:
         return name.strip(), json.loads(raw)
     except json.JSONDecodeError:
         return name.strip(), raw
+
+
+def parse_alphas(text: str) -> list[float]:
+    """Parse a comma-separated list of interpolation ratios."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--alphas takes numbers separated by commas, got {text!r}") from None
 
 
 def default_out(source: str, model: str, k: int) -> str:
@@ -65,8 +74,23 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
     p.add_argument("--best-of", type=int, default=1, help="draw N candidates per view and keep the one most similar to the source")
     p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default 0.8 icgan, 1.0 cc-icgan, per DA IC-GAN)")
+    p.add_argument("--interpolate", action="store_true",
+                   help="Gen-SIS interpolated views: pair each source with a secondary (stored as KEY.sec.*) and condition "
+                   "view j on slerp/lerp(source, secondary, alpha_j)")
+    p.add_argument("--alphas", type=parse_alphas, metavar="A,B,…",
+                   help="interpolation ratios cycled over the K views (default: the model preset's, else 0.5; "
+                   "Gen-SIS pathology: 0.2,0.4,0.6,0.8)")
+    p.add_argument("--pair-across", metavar="COLUMN",
+                   help="take the secondary from a different value of this sources column (e.g. a slide id from the list file, or label)")
+    p.add_argument("--interpolation", choices=["slerp", "lerp"], default="slerp", help="how embeddings are mixed")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
     p.add_argument("--io-threads", type=int, default=4, help="threads for reading, decoding and encoding (per worker)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="run the shards on this Ray cluster (auto, HOST:PORT, ray://HOST:10001): one actor per GPU, "
+                   "shards handed out as workers free up; default $GENVIEW_RAY_ADDRESS, else in this process")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="Ray worker actors (default: one per GPU of the cluster); without --ray-address, "
+                   "starts a local Ray instance with N worker processes on this machine")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store at --out and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -94,7 +118,13 @@ def run(args: argparse.Namespace) -> int:
             quality=args.quality,
             best_of=args.best_of,
             params=params,
+            interpolate=args.interpolate,
+            alphas=args.alphas,
+            pair_across=args.pair_across,
+            interpolation=args.interpolation,
             io_threads=args.io_threads,
+            ray_address=args.ray_address,
+            workers=args.workers,
         )
     except ValidationError as exc:
         for err in exc.errors():

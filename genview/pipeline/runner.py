@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from typing import Any, Callable
 
+import pyarrow as pa
+
+from genview.datastore.pairing import choose_secondaries
 from genview.datastore.sources import assign_shards, list_sources
 from genview.datastore.store import Store, StoreError, spec_differences
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
@@ -16,6 +20,9 @@ from genview.pipeline.progress import JobProgress
 from genview.pipeline.shard import ViewSettings
 from genview.pipeline.spec import IDENTITY_FIELDS, GenerateSpec, resolve_device
 
+
+#: Secondary sources drawn per primary for interpolation; the first that decodes is used.
+SECONDARY_CANDIDATES = 4
 
 RANDOM_WEIGHTS_WARNING = (
     "WARNING: the {model} weights at {path} are RANDOMLY INITIALISED (preset {preset}). "
@@ -63,9 +70,40 @@ def load_generator(spec: GenerateSpec) -> ViewGenerator:
     return cls.from_pretrained(spec.weights, device=resolve_device(spec.device), **kwargs)
 
 
+def resolved_alphas(spec: GenerateSpec, generator: ViewGenerator) -> list[float] | None:
+    """Interpolation ratios in force: the spec's, else the model's preset (E-LDM), else Gen-SIS's 0.5."""
+    if not spec.interpolate:
+        return None
+    return list(spec.alphas or getattr(generator, "default_alphas", None) or [0.5])
+
+
+#: Environment variable naming the Ray cluster to run on when --ray-address is not given.
+RAY_ADDRESS_ENV = "GENVIEW_RAY_ADDRESS"
+
+
+def ray_address(spec: GenerateSpec) -> str | None:
+    """The Ray cluster a job runs on: --ray-address, else $GENVIEW_RAY_ADDRESS; None when not given."""
+    return spec.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+def uses_ray(spec: GenerateSpec) -> bool:
+    """True when the job runs on Ray: a cluster address, or --workers for a local Ray instance."""
+    return bool(ray_address(spec) or spec.workers)
+
+
+def make_backend(spec: GenerateSpec, generator: ViewGenerator) -> Backend:
+    """Ray actors when an address or --workers is given, else the in-process default."""
+    if uses_ray(spec):
+        from genview.pipeline.ray_backend import RayBackend  # Ray is an optional extra: imported only here
+
+        return RayBackend(address=ray_address(spec), workers=spec.workers)
+    return InProcessBackend(generator)
+
+
 def store_identity(spec: GenerateSpec, generator: ViewGenerator) -> dict[str, Any]:
     """Return the spec as recorded in genview.json: identity fields plus the model's resolved settings."""
     identity = {name: getattr(spec, name) for name in IDENTITY_FIELDS}
+    identity["alphas"] = resolved_alphas(spec, generator)
     identity.update(
         weights=generator.weights.to_dict(),
         params=generator.params,
@@ -102,6 +140,13 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
         except FileNotFoundError:
             pass  # killed between header and listing: list again below
     sources = assign_shards(list_sources(spec.source), spec.shard_size)
+    if spec.interpolate:
+        # Frozen with the listing, so every rerun and worker pairs the same way. Several candidates,
+        # so that a primary whose first partner cannot be decoded still gets views.
+        draws = [choose_secondaries(sources, spec.seed + attempt, pair_across=spec.pair_across)
+                 for attempt in range(SECONDARY_CANDIDATES)]
+        candidates = [list(dict.fromkeys(int(d[i]) for d in draws)) for i in range(sources.num_rows)]
+        sources = sources.append_column("secondary_candidates", pa.array(candidates, pa.list_(pa.int64())))
     store.prepare_dirs()
     store.write_sources(sources)
     store.write_header(identity, extra={"random_weights": identity["weights"]["random_init"]})
@@ -121,7 +166,8 @@ def generate(
 
     The backend runs the shards (default: in this process with `generator`).
     """
-    generator = generator or load_generator(spec)
+    # On Ray the driver's copy only records the model's identity; the actors load their own on their devices.
+    generator = generator or load_generator(spec.model_copy(update={"device": "cpu"}) if uses_ray(spec) else spec)
     weights = generator.weights
     if weights.random_init:
         print(RANDOM_WEIGHTS_WARNING.format(model=spec.model, path=weights.id, preset=weights.preset), file=sys.stderr)
@@ -134,6 +180,10 @@ def generate(
         )
     store.prepare_dirs()
     records = sources.to_pylist()
+    if spec.interpolate:
+        uri_of = {record["source_id"]: record["uri"] for record in records}
+        for record in records:
+            record["secondary_uris"] = [uri_of[sid] for sid in record["secondary_candidates"]]
     by_shard: dict[int, list[dict[str, Any]]] = {}
     for record in records:
         by_shard.setdefault(record["shard"], []).append(record)
@@ -142,11 +192,12 @@ def generate(
     settings = ViewSettings(
         model=spec.model, k=spec.k, seed=spec.seed, batch_size=spec.batch_size, best_of=spec.best_of,
         format=spec.format, quality=spec.quality, view_size=spec.view_size,
+        alphas=resolved_alphas(spec, generator), interpolation=spec.interpolation,
     )
     already = sum(len(rows) for shard, rows in by_shard.items() if shard in done)
     start = time.perf_counter()
     job_progress = JobProgress(len(records), already, f"genview {spec.model}", enabled=progress, on_shard=on_shard)
-    backend = backend or InProcessBackend(generator)
+    backend = backend or make_backend(spec, generator)
     try:
         backend.run(ShardPlan(store=store, spec=spec, settings=settings, shards=todo), job_progress)
     finally:

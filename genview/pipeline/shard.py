@@ -23,6 +23,7 @@ from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
 from genview.datastore.shard_writer import ShardWriter
 from genview.datastore.store import Store
 from genview.generator.base import ViewGenerator
+from genview.generator.interpolation import interpolate
 from genview.generator.seeding import view_seed
 from genview.pipeline.decode import DecodeError, decode_image
 from genview.pipeline.encode import FORMATS, encode_view
@@ -43,6 +44,12 @@ class ViewSettings:
     format: str = "jpg"
     quality: int = 95
     view_size: int | None = None
+    alphas: list[float] | None = None  # set for interpolated views: view j uses alphas[j % len(alphas)]
+    interpolation: str = "slerp"
+
+    def alpha(self, view: int) -> float | None:
+        """The interpolation ratio of view `view` (None without interpolation)."""
+        return None if not self.alphas else float(self.alphas[view % len(self.alphas)])
 
 
 @dataclasses.dataclass
@@ -54,6 +61,7 @@ class SourceItem:
     image: Any = None  # PIL image once decoded
     error: str | None = None
     embedding: torch.Tensor | None = None  # [D]
+    secondary: "SourceItem | None" = None  # the paired source, for interpolated views
     views: list[np.ndarray | None] = dataclasses.field(default_factory=list)  # HxWx3 uint8 per view
     seeds: list[int | None] = dataclasses.field(default_factory=list)
     similarity: list[float] = dataclasses.field(default_factory=list)
@@ -86,7 +94,23 @@ def _read_bytes(uri: str, cache: dict[str, Any]) -> bytes:
 
 
 def load_and_decode(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceItem:
-    """Read and decode one source; failures become item.error instead of exceptions."""
+    """Read and decode one source (and its secondary, if paired); failures become item.error."""
+    item = _load_one(record, fs_cache)
+    if item.ok and record.get("secondary_candidates"):
+        errors = []
+        for source_id, uri in zip(record["secondary_candidates"], record["secondary_uris"]):
+            secondary = _load_one({"source_id": source_id, "uri": uri}, fs_cache)
+            if secondary.ok:
+                item.secondary = secondary
+                break
+            errors.append(f"{source_id} ({uri}): {secondary.error}")
+        else:
+            item.error = "no secondary source could be decoded: " + "; ".join(errors)
+    return item
+
+
+def _load_one(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceItem:
+    """Read and decode one image; failures become item.error instead of exceptions."""
     item = SourceItem(record=record)
     try:
         item.data = _read_bytes(record["uri"], fs_cache)
@@ -118,6 +142,7 @@ def embed_stage(items: Iterable[SourceItem], generator: ViewGenerator, batch_siz
 
     def flush() -> Iterator[SourceItem]:
         good = [it for it in batch if it.ok]
+        good += [it.secondary for it in good if it.secondary is not None]
         if good:
             start = time.perf_counter()
             embeddings = generator.embed([it.image for it in good])
@@ -150,11 +175,16 @@ def generate_stage(
     def run_batch(batch: list[tuple[SourceItem, int, int]]) -> None:
         start = time.perf_counter()
         embeddings = torch.stack([it.embedding for it, _, _ in batch])
+        conditions = embeddings
+        if settings.alphas:
+            secondaries = torch.stack([it.secondary.embedding for it, _, _ in batch])
+            alphas = [settings.alpha(j) for _, j, _ in batch]
+            conditions = interpolate(embeddings, secondaries, alphas, settings.interpolation)
         seeds = [view_seed(settings.seed, it.record["source_id"], j, c) for it, j, c in batch]
         labels = None
         if generator.needs_labels:
             labels = torch.tensor([it.record["label_index"] for it, _, _ in batch], dtype=torch.long)
-        images = generator.generate(embeddings, seeds, labels=labels)
+        images = generator.generate(conditions, seeds, labels=labels)
         timer.add("generate", start)
         start = time.perf_counter()
         # Similarity under the conditioning encoder: every view gets its faithfulness score.
@@ -233,6 +263,11 @@ def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, A
     if not item.ok:
         return key, {}, [{**base_row, "status": STATUS_FAILED, "error": item.error}]
     members: dict[str, bytes] = {f"src.{source_extension(rec['uri'])}": item.data}
+    interpolated = {}
+    if item.secondary is not None:
+        members[f"sec.{source_extension(item.secondary.record['uri'])}"] = item.secondary.data
+        sec = item.secondary.record
+        interpolated = {"secondary_id": sec["source_id"], "secondary_uri": sec["uri"]}
     rows = []
     for j, (data, width, height) in enumerate(item.encoded):
         members[f"v{j}.{ext}"] = data
@@ -247,6 +282,8 @@ def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, A
                 "width": width,
                 "height": height,
                 "bytes": len(data),
+                "alpha": settings.alpha(j),
+                "secondary_id": interpolated.get("secondary_id"),
             }
         )
     meta = {
@@ -258,7 +295,11 @@ def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, A
         "seeds": item.seeds,
         "similarity": item.similarity,
         "params": params,
+        **interpolated,
     }
+    if interpolated:
+        meta["alphas"] = [settings.alpha(j) for j in range(len(item.encoded))]
+        meta["interpolation"] = settings.interpolation
     members["json"] = json.dumps(meta, sort_keys=True).encode()
     return key, members, rows
 

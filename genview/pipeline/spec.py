@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genview.generator.registry import model_names
 
 #: Spec fields that decide a store's content; a rerun into an existing store must agree on them.
-IDENTITY_FIELDS = ("source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of")
+IDENTITY_FIELDS = (
+    "source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of",
+    "interpolate", "alphas", "pair_across", "interpolation",
+)
 
 
 class GenerateSpec(BaseModel):
@@ -32,7 +35,25 @@ class GenerateSpec(BaseModel):
     quality: int = Field(default=95, ge=1, le=100)
     best_of: int = Field(default=1, ge=1, le=64, description="candidates per view; the most similar is kept")
     params: dict[str, Any] = Field(default_factory=dict, description="model settings, e.g. truncation")
+    interpolate: bool = Field(default=False, description="condition views on a mix of the source and a secondary source")
+    alphas: list[float] | None = Field(default=None, description="interpolation ratios, cycled over the K views")
+    pair_across: str | None = Field(default=None, description="take the secondary from another value of this sources column")
+    interpolation: Literal["slerp", "lerp"] = "slerp"
     io_threads: int = Field(default=4, ge=1, le=64, description="read/decode/encode threads per worker")
+    # Where the shards run (not identity: any backend makes the same views).
+    ray_address: str | None = Field(default=None, description="Ray cluster address (auto, HOST:PORT, ray://...)")
+    workers: int | None = Field(default=None, ge=1, le=4096, description="Ray actors; default one per GPU")
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas_in_range(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one alpha")
+            bad = [a for a in value if not 0.0 <= a <= 1.0]
+            if bad:
+                raise ValueError(f"alphas must lie in [0, 1], got {bad}")
+        return value
 
     @field_validator("model")
     @classmethod
@@ -40,6 +61,13 @@ class GenerateSpec(BaseModel):
         if value not in model_names():
             raise ValueError(f"unknown model {value!r}; known models: {', '.join(model_names())}")
         return value
+
+
+    @model_validator(mode="after")
+    def _interpolation_options_need_interpolate(self) -> "GenerateSpec":
+        if not self.interpolate and (self.alphas is not None or self.pair_across is not None):
+            raise ValueError("alphas and pair_across only apply with interpolate (--interpolate)")
+        return self
 
 
 def resolve_device(device: str) -> str:

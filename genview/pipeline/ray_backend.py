@@ -1,0 +1,403 @@
+"""The Ray backend: one long-lived actor per GPU holds the loaded model and runs the same shard function.
+
+Shards are handed out one at a time to whichever actor is free (no static split), so a slow or lost
+worker only delays its own shard. Actors are created with ``max_restarts=-1``: Ray brings a dead
+actor back (on its node, or elsewhere when the node is gone and capacity allows) and reloads the
+model. Its shard goes back to the front of the queue for any free actor, but only once the attempt
+that was running it can no longer write: either Ray reports the actor process dead, or Ray's actor
+table shows a new incarnation, or a probe queued behind the attempt on the same actor has answered
+(actor tasks run in submission order). So two attempts at one shard never write concurrently, and
+the commit order of the shard writer (tar, manifest, done marker) keeps each shard whole or absent.
+
+Progress streams back per source through a Ray streaming generator, so the driver shows one bar for
+the whole job; the progress of an attempt that dies is taken back off the bar.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
+
+try:
+    import ray
+    from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
+except ImportError as _exc:  # pragma: no cover - exercised only without the extra installed
+    raise ImportError(
+        "--ray-address / --workers need Ray; install it with: pip install 'genview[ray]'"
+    ) from _exc
+
+from genview.datastore import layout
+from genview.datastore.store import Store
+from genview.pipeline.backends import ShardPlan
+from genview.pipeline.progress import JobProgress
+from genview.pipeline.runner import load_generator
+from genview.pipeline.shard import SourceItem, ViewSettings, run_shard
+from genview.pipeline.spec import GenerateSpec
+
+class ShardFailedError(RuntimeError):
+    """Raised when a shard fails with the same application error on every attempt."""
+
+
+class ShardWorker:
+    """A Ray actor: loads the spec's generator once, then makes whole shards with `run_shard`."""
+
+    def __init__(self, spec_json: str):
+        self.spec = GenerateSpec.model_validate_json(spec_json)
+        self.generator = load_generator(self.spec)
+        self.pool = ThreadPoolExecutor(max_workers=self.spec.io_threads, thread_name_prefix="genview-io")
+        self.store = Store(self.spec.out)
+
+    def info(self) -> dict[str, Any]:
+        """Return who this incarnation is: actor id, node, pid, device."""
+        context = ray.get_runtime_context()
+        return {
+            "actor_id": context.get_actor_id(),
+            "node_id": context.get_node_id(),
+            "ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "device": str(self.generator.device),
+        }
+
+    def run(self, shard: int, records: list[dict[str, Any]], settings: ViewSettings,
+            report_seconds: float = 0.5) -> Iterator[dict[str, Any]]:
+        """Make one shard; yield {"progress": (sources, views, failed)} deltas, then {"stats": ...}.
+
+        The shard runs in a thread so this generator can stream progress while it works; an
+        exception in the shard is raised here after the thread ends (nothing writes after that).
+        """
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        outcome: dict[str, Any] = {}
+
+        def on_source(item: SourceItem) -> None:
+            events.put((1, len(item.encoded), 0 if item.ok else 1))
+
+        def target() -> None:
+            try:
+                outcome["stats"] = run_shard(self.store, shard, records, self.generator, settings, self.pool,
+                                             on_source=on_source)
+            except BaseException as exc:  # handed to the caller below, whatever it is
+                outcome["error"] = exc
+            finally:
+                events.put(None)
+
+        thread = threading.Thread(target=target, name=f"genview-shard-{shard}", daemon=True)
+        thread.start()
+        totals = [0, 0, 0]
+        last = time.monotonic()
+        finished = False
+        while not finished:
+            try:
+                event = events.get(timeout=report_seconds)
+            except queue.Empty:
+                event = ()
+            if event is None:
+                finished = True
+            elif event:
+                totals = [a + b for a, b in zip(totals, event)]
+            if totals[0] and (finished or time.monotonic() - last >= report_seconds):
+                yield {"progress": tuple(totals)}
+                totals, last = [0, 0, 0], time.monotonic()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield {"stats": outcome["stats"]}
+
+
+@dataclasses.dataclass
+class _Worker:
+    """The driver's view of one actor."""
+
+    index: int
+    handle: Any
+    state: str = "starting"  # starting | idle | busy | suspect | dead
+    info: dict[str, Any] | None = None  # the incarnation that last answered a probe
+    probe: Any = None  # ObjectRef of a pending info() call
+    probe_at: float = 0.0  # when to send the next probe
+    stream: Any = None  # ObjectRefGenerator of the running shard
+    shard: int | None = None
+    attempt_info: dict[str, Any] | None = None  # the incarnation the running shard was handed to
+    reported: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0])
+    parked: int | None = None  # a shard whose last attempt (on this actor) may still be writing
+
+
+def _actor_incarnation(actor_id: str) -> tuple[str | None, int | None, str | None]:
+    """Return (state, pid, node id) of an actor from Ray's actor table; Nones when it can't be read."""
+    try:
+        from ray._private.state import state as gcs_state  # the GCS actor table; no public equivalent without the dashboard
+
+        table = gcs_state.actor_table(actor_id)
+    except Exception:  # noqa: BLE001 - a missing private API only costs the fast path; probes still decide
+        return None, None, None
+    if not table:
+        return None, None, None
+    return table.get("State"), table.get("Pid"), (table.get("Address") or {}).get("NodeID")
+
+
+class RayBackend:
+    """Runs the plan's shards on Ray actors: one per GPU, or `workers` CPU actors.
+
+    address: a Ray address (``auto``, ``HOST:PORT``, ``ray://HOST:10001``); None starts a local Ray
+    instance with `workers` actors (the one-machine multi-process option). num_gpus per actor is 1
+    when the cluster has GPUs (or the spec's device is cuda), else 0: set it to force either.
+    cpus_per_worker: CPUs reserved per actor, left to its read/decode/encode threads (default: the
+    spec's io_threads with GPUs, 1 without). Ray is connected (and, if started here, shut down) in `run`.
+    """
+
+    def __init__(self, address: str | None = None, workers: int | None = None, *, num_gpus: float | None = None,
+                 cpus_per_worker: float | None = None, resources: dict[str, float] | None = None,
+                 max_attempts: int = 3, poll_seconds: float = 0.5, log_to_driver: bool = False):
+        if address is None and not workers:
+            raise ValueError("RayBackend needs a cluster address (--ray-address) or a worker count (--workers)")
+        if workers is not None and workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {workers}")
+        self.address = address
+        self.workers = workers
+        self.num_gpus = num_gpus
+        self.cpus_per_worker = cpus_per_worker
+        self.resources = resources or {}
+        self.max_attempts = max_attempts
+        self.poll_seconds = poll_seconds
+        self.log_to_driver = log_to_driver
+        #: (shard, reason) for every attempt that did not commit: a record of what faults cost.
+        self.retried: list[tuple[int, str]] = []
+        #: shard -> info() of the actor incarnation that committed it.
+        self.committed_by: dict[int, dict[str, Any]] = {}
+
+    # -- cluster ---------------------------------------------------------------------------
+    def _connect(self) -> bool:
+        """Join the cluster (or start a local instance); return True when this call did it."""
+        if ray.is_initialized():
+            return False
+        common = dict(logging_level=logging.WARNING, log_to_driver=self.log_to_driver)
+        if self.address:
+            ray.init(address=self.address, **common)
+        else:
+            # address="local": never attach to some other cluster that happens to run on this machine.
+            cpus = self.workers * (self.cpus_per_worker or 1)
+            ray.init(address="local", num_cpus=int(max(1, round(cpus))), include_dashboard=False, **common)
+        return True
+
+    def _actor_options(self, spec: GenerateSpec) -> tuple[int, dict[str, Any]]:
+        """Return (how many actors, their Ray options) from the cluster's resources and the spec."""
+        cluster = ray.cluster_resources()
+        gpus = cluster.get("GPU", 0)
+        if self.num_gpus is not None:
+            num_gpus = self.num_gpus
+        elif spec.device == "cpu":
+            num_gpus = 0
+        elif spec.device.startswith("cuda"):
+            num_gpus = 1
+        else:  # auto: a GPU per actor when the cluster has any
+            num_gpus = 1 if gpus >= 1 else 0
+        num_cpus = self.cpus_per_worker
+        if num_cpus is None:
+            num_cpus = float(spec.io_threads) if num_gpus else 1.0
+        count = self.workers
+        if count is None:
+            if num_gpus:
+                count = max(1, int(gpus // num_gpus))
+            else:
+                count = max(1, sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= num_cpus))
+        options = dict(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=dict(self.resources),
+            max_restarts=-1,  # Ray recreates a dead actor (reloading the model) wherever capacity allows
+            max_task_retries=0,  # a lost shard is re-queued by the driver for any free actor, not pinned to this one
+            scheduling_strategy="SPREAD",
+        )
+        return count, options
+
+    # -- the job ---------------------------------------------------------------------------
+    def run(self, plan: ShardPlan, progress: JobProgress) -> None:
+        """Make every shard of the plan on Ray actors; return when all are committed."""
+        if not plan.shards:
+            return
+        started = self._connect()
+        workers: list[_Worker] = []
+        try:
+            count, options = self._actor_options(plan.spec)
+            actor_class = ray.remote(ShardWorker)
+            spec_json = plan.spec.model_dump_json()
+            workers = [_Worker(i, actor_class.options(**options).remote(spec_json)) for i in range(count)]
+            self._dispatch(plan, progress, workers, options)
+        finally:
+            for worker in workers:
+                try:
+                    ray.kill(worker.handle, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone is fine
+                    pass
+            if started:
+                ray.shutdown()
+
+    def _dispatch(self, plan: ShardPlan, progress: JobProgress, workers: list[_Worker], options: dict[str, Any]) -> None:
+        """Hand shards to free actors until every shard is committed; re-queue the lost ones."""
+        todo: collections.deque[int] = collections.deque(sorted(plan.shards))
+        remaining = set(plan.shards)
+        recheck: set[int] = set()  # re-queued shards: their lost attempt may have committed after all
+        failures: collections.Counter[int] = collections.Counter()
+        stalled_since: float | None = None
+
+        def requeue(shard: int) -> None:
+            todo.appendleft(shard)
+            recheck.add(shard)
+
+        def take_back(worker: _Worker) -> int:
+            shard = worker.shard
+            progress.sources_done(-worker.reported[0], -worker.reported[1], -worker.reported[2])
+            worker.reported = [0, 0, 0]
+            worker.stream = worker.shard = None
+            return shard
+
+        while remaining:
+            now = time.monotonic()
+            for worker in workers:
+                if worker.state in ("starting", "suspect") and worker.probe is None and now >= worker.probe_at:
+                    worker.probe = worker.handle.info.remote()
+            for worker in workers:
+                while worker.state == "idle" and todo:
+                    shard = todo.popleft()
+                    if shard in recheck and self._finish_if_done(plan.store, shard, progress):
+                        recheck.discard(shard)
+                        remaining.discard(shard)
+                        continue
+                    recheck.discard(shard)
+                    worker.shard, worker.state, worker.attempt_info = shard, "busy", worker.info
+                    worker.stream = worker.handle.run.remote(shard, plan.shards[shard], plan.settings)
+            waiting = {}
+            for worker in workers:
+                if worker.state == "busy":
+                    waiting[worker.stream] = worker
+                elif worker.probe is not None:
+                    waiting[worker.probe] = worker
+            ready = []
+            if waiting:
+                ready, rest = ray.wait(list(waiting), num_returns=1, timeout=self.poll_seconds)
+                if ready and rest:
+                    ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+            else:
+                time.sleep(self.poll_seconds)
+            for ref in ready:
+                worker = waiting[ref]
+                if worker.state == "busy":
+                    self._on_stream(worker, plan, progress, remaining, failures, requeue, take_back)
+                else:
+                    self._on_probe(worker, requeue)
+            for worker in workers:
+                if worker.parked is not None and self._attempt_is_over(worker):
+                    requeue(worker.parked)
+                    worker.parked = None
+            if not remaining:
+                break
+            if any(w.state in ("idle", "busy") for w in workers):
+                stalled_since = None
+            elif stalled_since is None:
+                stalled_since = time.monotonic()
+            elif time.monotonic() - stalled_since > 60:
+                print(
+                    f"genview: no live worker for 60 s; waiting for Ray to (re)start actors needing {options['num_gpus']} "
+                    f"GPU + {options['num_cpus']} CPU each (cluster now has {ray.available_resources()}); see `ray status`",
+                    file=sys.stderr,
+                )
+                stalled_since = time.monotonic()
+
+    def _on_stream(self, worker: _Worker, plan: ShardPlan, progress: JobProgress, remaining: set[int],
+                   failures: collections.Counter, requeue, take_back) -> None:
+        """Handle the next message of a running shard: progress, its stats, or how it died."""
+        try:
+            message = ray.get(next(worker.stream))
+        except StopIteration:
+            raise RuntimeError(f"genview worker {worker.index} ended shard {worker.shard} without its stats") from None
+        except RayActorError as exc:
+            shard = take_back(worker)
+            self.retried.append((shard, f"{type(exc).__name__}: {exc}"))
+            worker.state, worker.probe, worker.probe_at = "suspect", None, 0.0
+            if isinstance(exc, ActorDiedError):
+                requeue(shard)  # Ray saw the process die: nothing of that attempt can still write
+            else:
+                worker.parked = shard  # unreachable, maybe still writing: wait for its fate
+            return
+        except RayTaskError as exc:
+            shard = take_back(worker)
+            failures[shard] += 1
+            self.retried.append((shard, f"error: {exc.cause if exc.cause is not None else exc}"))
+            if failures[shard] >= self.max_attempts:
+                raise ShardFailedError(
+                    f"shard {layout.shard_name(shard)} failed {failures[shard]} times; last error:\n{exc}"
+                ) from exc
+            worker.state = "idle"
+            requeue(shard)
+            return
+        except RayError as exc:  # lost result object and the like: treat as an unreachable actor
+            shard = take_back(worker)
+            self.retried.append((shard, f"{type(exc).__name__}: {exc}"))
+            worker.state, worker.probe, worker.probe_at, worker.parked = "suspect", None, 0.0, shard
+            return
+        if "progress" in message:
+            count, views, failed = message["progress"]
+            worker.reported = [worker.reported[0] + count, worker.reported[1] + views, worker.reported[2] + failed]
+            progress.sources_done(count, views, failed)
+            return
+        if "stats" in message:
+            shard = worker.shard
+            self.committed_by[shard] = worker.attempt_info or {}
+            progress.shard_done({**message["stats"], "worker": worker.attempt_info})
+            remaining.discard(shard)
+            worker.reported = [0, 0, 0]
+            worker.stream = worker.shard = None
+            worker.state = "idle"
+            return
+        raise RuntimeError(f"genview worker {worker.index} sent an unexpected message: {message!r}")
+
+    def _on_probe(self, worker: _Worker, requeue) -> None:
+        """Handle an answered info() probe: the actor is up (again), down for now, or gone for good."""
+        probe, worker.probe = worker.probe, None
+        try:
+            info = ray.get(probe)
+        except ActorDiedError as exc:
+            if getattr(exc, "actor_init_failed", False):
+                raise RuntimeError(f"a genview Ray worker could not start (loading the model failed):\n{exc}") from exc
+            worker.state = "dead"  # restarts exhausted or killed: its parked shard is free to go
+            if worker.parked is not None:
+                requeue(worker.parked)
+                worker.parked = None
+            return
+        except RayError:
+            worker.probe_at = time.monotonic() + 1.0  # restarting or unreachable: ask again shortly
+            return
+        worker.info, worker.state = info, "idle"
+        if worker.parked is not None:
+            # The probe ran after the old attempt on this actor (same incarnation) or on a new one.
+            requeue(worker.parked)
+            worker.parked = None
+
+    @staticmethod
+    def _attempt_is_over(worker: _Worker) -> bool:
+        """True when Ray's actor table shows the incarnation that ran the parked shard is gone."""
+        old = worker.attempt_info or worker.info
+        if old is None:
+            return False
+        state, pid, node = _actor_incarnation(old["actor_id"])
+        if state is None:
+            return False
+        return state != "ALIVE" or (pid, node) != (old["pid"], old["node_id"])
+
+    @staticmethod
+    def _finish_if_done(store: Store, shard: int, progress: JobProgress) -> bool:
+        """Count a re-queued shard whose lost attempt committed after all; True when it did."""
+        done_path = layout.shard_done(store.root, shard)
+        store.fs.invalidate_cache(store.path(layout.MANIFEST_DIR))  # object-store listings are cached
+        if not store.fs.exists(done_path):
+            return False
+        stats = store.read_stats(shard)
+        progress.sources_done(int(stats.get("sources", 0)), int(stats.get("views", 0)), int(stats.get("failed", 0)))
+        progress.shard_done(stats)
+        return True
