@@ -1,0 +1,61 @@
+"""Stream a genview store into PyTorch training with the seeds' view policies (read-only).
+
+Quick start (SimCLR pairs, seed 000 defaults: view 2 generated with p = 1, then the standard augmentation)::
+
+    from torch.utils.data import DataLoader
+    from genview.trainer_client import GenViewDataset, PairPolicy
+
+    ds = GenViewDataset("s3://bucket/store", PairPolicy(p=1.0, preset="simclr", crop_size=224), even_ranks="pad")
+    loader = DataLoader(ds, batch_size=256, num_workers=8)
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for batch in loader:
+            x1, x2 = batch["view1"], batch["view2"]
+
+Call ``set_epoch`` every epoch (it reaches persistent workers too): shard order, shuffling and the
+generated view of each source are drawn from (seed, epoch). In Lightning, do it in
+``on_train_epoch_start``: ``self.trainer.train_dataloader.dataset.set_epoch(self.current_epoch)``.
+For ``__getitem__`` access (DistributedSampler, the DA IC-GAN fixed-count batch sampler) use
+``GenViewMapDataset``; ``pull_store`` copies a remote store to local disk and verifies it.
+"""
+
+from genview.trainer_client.augment import AugmentParams, build_transform, preset, preset_params
+from genview.trainer_client.dataset import CorruptShardWarning, GenViewDataset
+from genview.trainer_client.filters import ViewFilter, classes_above_fid
+from genview.trainer_client.losses import disentanglement_loss_dino, disentanglement_loss_simclr, nt_xent_loss
+from genview.trainer_client.map_dataset import GenViewMapDataset
+from genview.trainer_client.policies import PairPolicy, SinglePolicy, SoloLearnOutput, TripletPolicy, ViewContext
+from genview.trainer_client.pull import PullReport, StoreVerificationError, pull_store
+from genview.trainer_client.samples import CorruptSampleError, RawSample
+from genview.trainer_client.sampler import FixedCountBatchSampler, ViewRequest
+from genview.trainer_client.store_index import CorruptShardError, StoreFormatError, StoreIndex
+
+__all__ = [
+    "AugmentParams",
+    "CorruptSampleError",
+    "CorruptShardError",
+    "CorruptShardWarning",
+    "FixedCountBatchSampler",
+    "GenViewDataset",
+    "GenViewMapDataset",
+    "PairPolicy",
+    "PullReport",
+    "RawSample",
+    "SinglePolicy",
+    "SoloLearnOutput",
+    "StoreFormatError",
+    "StoreIndex",
+    "StoreVerificationError",
+    "TripletPolicy",
+    "ViewContext",
+    "ViewFilter",
+    "ViewRequest",
+    "build_transform",
+    "classes_above_fid",
+    "disentanglement_loss_dino",
+    "disentanglement_loss_simclr",
+    "nt_xent_loss",
+    "preset",
+    "preset_params",
+    "pull_store",
+]

@@ -1,0 +1,91 @@
+"""pull_store: copy a store from any fsspec URL to local disk, verify it, resume, refuse bad shards."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from genview.trainer_client import GenViewDataset, SinglePolicy, StoreFormatError, StoreVerificationError, pull_store
+from genview.trainer_client.pull import verify_shard
+from genview.trainer_client.store_index import StoreIndex
+
+
+def to_memory(root: Path) -> str:
+    """Upload a local store to fsspec's memory filesystem (a stand-in remote) and return its URL."""
+    fs = fsspec.filesystem("memory")
+    base = f"/remote-{uuid.uuid4().hex[:8]}"
+    for path in root.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"{base}/{path.relative_to(root).as_posix()}", path.read_bytes())
+    return f"memory://{base}"
+
+
+def test_pull_from_remote_copies_and_verifies(store, tmp_path):
+    url = to_memory(store.root)
+    done = []
+    report = pull_store(url, str(tmp_path / "local"), progress=lambda i, n: done.append((i, n)))
+    assert report.shards_copied == list(range(7)) and report.verified and report.bytes_copied > 0
+    assert done[-1] == (7, 7)
+    for path in store.root.rglob("*"):
+        if path.is_file():
+            assert (tmp_path / "local" / path.relative_to(store.root)).read_bytes() == path.read_bytes()
+    ds = GenViewDataset(str(tmp_path / "local"), SinglePolicy(p=1.0, crop_size=8), shuffle=False)
+    assert [s["source_id"] for s in ds] == store.ok_ids
+
+
+def test_pull_resumes_and_skips_complete_shards(store, tmp_path):
+    dest = tmp_path / "local"
+    pull_store(store.url, str(dest))
+    (dest / "manifest" / "000003.json").unlink()  # as if interrupted before shard 3's marker
+    report = pull_store(store.url, str(dest))
+    assert report.shards_copied == [3] and report.shards_skipped == [0, 1, 2, 4, 5, 6]
+
+
+def test_pull_refuses_a_shard_that_disagrees_with_its_manifest(store_copy, tmp_path):
+    # Shard 1's tar replaced by shard 0's: right format, wrong content; its marker's sha256 no longer matches.
+    store_copy.tar(1).write_bytes(store_copy.tar(0).read_bytes())
+    dest = tmp_path / "local"
+    with pytest.raises(StoreVerificationError, match="shard 000001") as info:
+        pull_store(store_copy.url, str(dest))
+    assert "sha256" in str(info.value) and "missing from the tar" in str(info.value)
+    assert not (dest / "manifest" / "000001.json").exists()  # no marker: the shard is not there
+    assert (dest / "manifest" / "000002.json").exists()
+    assert len(StoreIndex(str(dest)).shards) == 6
+
+
+def test_verify_shard_checks_member_sizes(store_copy):
+    import io
+    import tarfile
+
+    tar_path = store_copy.tar(0)
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(tar_path, "w") as tar:
+        for info, data in members:
+            if info.name.endswith(".v1.jpg"):
+                data = data + b"\0"
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    fs = fsspec.filesystem("file")
+    problems = verify_shard(fs, str(tar_path), str(store_copy.root / "manifest" / "000000.parquet"), 0, 3)
+    assert len(problems) == 5 and all("v1.jpg has" in p for p in problems)
+
+
+def test_pull_into_a_different_store_is_refused(store, interp_store, tmp_path):
+    dest = tmp_path / "local"
+    pull_store(store.url, str(dest))
+    with pytest.raises(StoreFormatError, match="different store"):
+        pull_store(interp_store.url, str(dest))
+
+
+def test_underscore_markers_are_read_and_kept(tmp_path):
+    from tc_store_factory import build_store
+
+    src = build_store(tmp_path / "src", shard_sizes=(2, 3), failed_in=(1,), marker_prefix="_")
+    assert [e.samples for e in StoreIndex(src.url).shards] == [2, 3]
+    report = pull_store(src.url, str(tmp_path / "dest"))
+    assert report.shards_copied == [0, 1]
+    assert sorted(p.name for p in (tmp_path / "dest" / "manifest").glob("*.json")) == ["_000000.json", "_000001.json"]

@@ -1,0 +1,90 @@
+"""The epoch partition: exactly once over ranks x workers, balanced, equal per rank with pad/drop."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from genview.trainer_client.splitting import (
+    Segment,
+    epoch_shard_order,
+    plan_partition,
+    rank_length,
+    rank_range,
+    segments_for_range,
+)
+
+UNEVEN = [(0, 5), (1, 1), (2, 8), (3, 3), (4, 6), (5, 2), (6, 4)]  # 29 samples
+
+
+def covered(counts, world, workers, even="none", epoch=0, seed=0):
+    """Return {(rank, worker): [(shard, position), ...]} for every slot."""
+    out = {}
+    for rank in range(world):
+        for worker in range(workers):
+            segs = plan_partition(counts, epoch=epoch, seed=seed, shuffle=True, rank=rank, world_size=world,
+                                  worker=worker, num_workers=workers, even_ranks=even)
+            out[rank, worker] = [(s.shard, i) for s in segs for i in range(s.start, s.stop)]
+    return out
+
+
+@pytest.mark.parametrize("counts", [UNEVEN, [(0, 1)], [(0, 2), (1, 3)], [(3, 7), (9, 0), (4, 1)]])
+@pytest.mark.parametrize("world,workers", [(1, 1), (2, 3), (3, 2), (4, 4), (8, 3)])
+def test_every_sample_exactly_once(counts, world, workers):
+    slots = covered(counts, world, workers)
+    seen = Counter(item for items in slots.values() for item in items)
+    expected = {(shard, i) for shard, n in counts for i in range(n)}
+    assert set(seen) == expected
+    assert all(c == 1 for c in seen.values())
+    sizes = [len(v) for v in slots.values()]
+    assert max(sizes) - min(sizes) <= 1 or sum(n for _, n in counts) < world * workers
+
+
+def test_fewer_shards_than_slots_still_spreads_samples():
+    slots = covered([(0, 12)], world=2, workers=3)
+    assert sorted(len(v) for v in slots.values()) == [2] * 6
+
+
+@pytest.mark.parametrize("even", ["pad", "drop"])
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_even_ranks_give_equal_per_worker_counts(even, world):
+    slots = covered(UNEVEN, world, 3, even=even)
+    per_rank_workers = {rank: [len(slots[rank, w]) for w in range(3)] for rank in range(world)}
+    assert len({tuple(v) for v in per_rank_workers.values()}) == 1  # same batches on every rank
+    total = sum(n for _, n in UNEVEN)
+    per_rank = sum(per_rank_workers[0])
+    assert per_rank == (-(-total // world) if even == "pad" else total // world)
+    seen = Counter(item for items in slots.values() for item in items)
+    if even == "pad":
+        assert len(seen) == total  # everything covered, a few twice
+        assert sum(seen.values()) - total == per_rank * world - total
+    else:
+        assert all(c == 1 for c in seen.values()) and len(seen) == per_rank * world
+
+
+def test_pad_wraps_when_there_are_fewer_samples_than_ranks():
+    slots = covered([(0, 2)], world=5, workers=1, even="pad")
+    assert all(len(v) == 1 for v in slots.values())
+
+
+def test_shard_order_is_seeded_by_epoch_and_seed():
+    a = epoch_shard_order(UNEVEN, epoch=0, seed=0, shuffle=True)
+    assert a == epoch_shard_order(UNEVEN, epoch=0, seed=0, shuffle=True)
+    assert a != epoch_shard_order(UNEVEN, epoch=1, seed=0, shuffle=True)
+    assert a != epoch_shard_order(UNEVEN, epoch=0, seed=1, shuffle=True)
+    assert epoch_shard_order(UNEVEN, epoch=5, seed=0, shuffle=False) == UNEVEN
+
+
+def test_segments_for_range_maps_positions_and_wraps():
+    order = [(2, 3), (0, 2)]
+    assert segments_for_range(order, 1, 4) == [Segment(2, 1, 3), Segment(0, 0, 1)]
+    assert segments_for_range(order, 4, 7) == [Segment(0, 1, 2), Segment(2, 0, 2)]
+
+
+def test_rank_range_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="even_ranks"):
+        rank_range(10, 0, 2, "balanced")
+    with pytest.raises(ValueError, match="outside world_size"):
+        rank_range(10, 2, 2)
+    assert rank_length(29, 1, 2) == 15 and rank_length(29, 0, 2) == 14
