@@ -52,6 +52,19 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--label", help="only sources with this label")
     p.set_defaults(handler=run_preview)
 
+    p = sub.add_parser(
+        "pull",
+        help="copy a (remote) store to local disk, verifying every shard",
+        description="Copy a store (s3://… or any fsspec URL, or a local path) to a local folder, shard by shard: "
+        "each tar is checked against its done marker's size and sha256 and its members against the manifest "
+        "before the shard's marker is written. Interrupted pulls resume; finished shards are skipped.",
+        formatter_class=formatter,
+    )
+    p.add_argument("store", help="store URL or folder to copy")
+    p.add_argument("--to", required=True, dest="dest", help="local folder to copy into")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="copy without checking shards")
+    p.set_defaults(handler=run_pull)
+
 
 def run_verify(args: argparse.Namespace) -> int:
     """Run `genview verify`; exit code 1 when problems are found."""
@@ -72,4 +85,14 @@ def run_preview(args: argparse.Namespace) -> int:
     grid = preview_grid(args.store, rows=args.rows, views=args.views, cell=args.cell, order=args.order, label=args.label)
     grid.save(args.out)
     print(f"wrote {args.out} ({grid.width}x{grid.height})")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    """Run `genview pull`."""
+    from genview.trainer_client.pull import pull_store
+
+    report = pull_store(args.store, args.dest, verify=args.verify)
+    print(f"{args.store} -> {args.dest}: {len(report.shards_copied)} shards copied, {len(report.shards_skipped)} already there, "
+          f"{report.bytes_copied / 1e6:.1f} MB, verified={report.verified}")
     return 0

@@ -13,7 +13,7 @@ from genview.cli.main import build_parser, main
 
 
 def test_every_verb_has_help(capsys):
-    verbs = ["generate", "verify", "inspect", "preview", "models", "demo"]
+    verbs = ["generate", "verify", "inspect", "preview", "pull", "models", "train", "demo"]
     for verb in verbs:
         with pytest.raises(SystemExit) as info:
             main([verb, "--help"])
@@ -99,3 +99,14 @@ def test_models_info_counts_the_full_icgan(capsys):
     assert 1e11 < report["flops_per_view"] < 3e11
     assert main(["models", "info", "icgan"]) == 0
     assert "A100" in capsys.readouterr().out
+
+
+def test_pull_copies_and_verifies(tmp_path, image_folder, tiny_weights, capsys):
+    src = tmp_path / "store"
+    assert main(["generate", str(image_folder), "--model", "icgan", "--k", "1", "--weights", tiny_weights(),
+                 "--out", str(src), "--shard-size", "5", "--no-progress"]) == 0
+    assert main(["pull", str(src), "--to", str(tmp_path / "copy")]) == 0
+    assert "3 shards copied" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "copy")]) == 0
+    assert main(["pull", str(src), "--to", str(tmp_path / "copy")]) == 0
+    assert "0 shards copied, 3 already there" in capsys.readouterr().out
