@@ -72,7 +72,9 @@ def train(
             loss.backward()
             optimizer.step()
             total, steps = total + loss.item(), steps + 1
-        history.append(total / max(steps, 1))
+        if steps == 0:
+            raise SystemExit(f"{store} has fewer samples ({len(dataset)}) than one batch ({batch_size}): lower --batch-size")
+        history.append(total / steps)
         if log:
             print(f"epoch {epoch}: loss {history[-1]:.4f} ({steps} steps, {time.perf_counter() - start:.1f}s)")
     return history
