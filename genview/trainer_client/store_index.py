@@ -108,11 +108,9 @@ class StoreIndex:
 
     def entry(self, shard: int) -> ShardEntry:
         """Return the entry of one complete shard."""
-        try:
-            return self._by_shard[shard]
-        except KeyError:
-            pass
-        raise KeyError(f"shard {shard_name(shard)} is not a complete shard of {self.url}")
+        if shard not in self._by_shard:
+            raise KeyError(f"shard {shard_name(shard)} is not a complete shard of {self.url}")
+        return self._by_shard[shard]
 
     def manifest(self, columns: Sequence[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:
         """Return manifest rows of the complete shards (optionally only some columns / rows)."""
