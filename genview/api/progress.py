@@ -1,0 +1,165 @@
+"""Job progress read from the store itself: sources.parquet for the plan, done markers for what is made."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import posixpath
+import threading
+import time
+from typing import Any
+
+from genview.datastore import layout
+from genview.datastore.store import Store
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """Modification time (epoch seconds) from an fsspec `ls(detail=True)` entry, on any filesystem."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+class _StoreState:
+    """What has been read of one store; done markers never change once written, so they are read once."""
+
+    def __init__(self) -> None:
+        self.sources_total: int | None = None
+        self.shards_total: int | None = None
+        self.stats: dict[int, tuple[dict[str, Any], float | None]] = {}
+        self.read_at = 0.0
+        self.lock = threading.Lock()
+
+
+class ProgressReader:
+    """Reads and caches store progress for many jobs; a reading is reused for `max_age` seconds."""
+
+    def __init__(self, max_age: float = 1.0):
+        self.max_age = max_age
+        self._stores: dict[str, _StoreState] = {}
+        self._lock = threading.Lock()
+
+    def _state(self, out: str) -> _StoreState:
+        with self._lock:
+            if out not in self._stores:
+                self._stores[out] = _StoreState()
+            return self._stores[out]
+
+    def _refresh(self, out: str, state: _StoreState) -> None:
+        """Read the plan once and every done marker not read yet."""
+        store = Store(out)
+        if state.sources_total is None and store.fs.exists(store.path(layout.SOURCES_FILE)):
+            shards = store.read_sources().column("shard")
+            state.sources_total = len(shards)
+            state.shards_total = (max(shards.to_pylist()) + 1) if len(shards) else 0
+        manifest_dir = store.path(layout.MANIFEST_DIR)
+        if not store.fs.exists(manifest_dir):
+            return
+        for info in store.fs.ls(manifest_dir, detail=True):
+            stem, ext = posixpath.splitext(posixpath.basename(info["name"]))
+            if ext != ".json" or not stem.startswith("_") or not stem[1:].isdigit():
+                continue
+            shard = int(stem[1:])
+            if shard in state.stats:
+                continue
+            try:
+                stats = json.loads(store.fs.cat_file(info["name"]))
+            except (OSError, ValueError):
+                continue  # a marker is written atomically; a failure here is transient
+            state.stats[shard] = (stats, _mtime(info))
+
+    def read(self, out: str, started_at: dt.datetime | None, now: float | None = None) -> dict[str, Any]:
+        """Return the Progress fields of the store at `out` for a job that started at `started_at`."""
+        state = self._state(out)
+        with state.lock:
+            if time.monotonic() - state.read_at >= self.max_age:
+                try:
+                    self._refresh(out, state)
+                except (OSError, ValueError):
+                    pass  # store not created yet, or unreachable: report what is known
+                state.read_at = time.monotonic()
+            stats = dict(state.stats)
+            sources_total, shards_total = state.sources_total, state.shards_total
+        return summarize(stats, sources_total, shards_total, started_at, now)
+
+    def forget(self, out: str) -> None:
+        """Drop the cache of a store (a finished job's progress is kept in the database instead)."""
+        with self._lock:
+            self._stores.pop(out, None)
+
+
+def summarize(
+    stats: dict[int, tuple[dict[str, Any], float | None]],
+    sources_total: int | None,
+    shards_total: int | None,
+    started_at: dt.datetime | None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Total done shards; rate and ETA from the shards this job finished (by marker time)."""
+    now = time.time() if now is None else now
+    sources_done = sum(int(s.get("sources", 0)) for s, _ in stats.values())
+    views = sum(int(s.get("views", 0)) for s, _ in stats.values())
+    failed = sum(int(s.get("failed", 0)) for s, _ in stats.values())
+    start = started_at.timestamp() if started_at is not None else None
+    mine = sorted(
+        ((mtime, s) for s, mtime in stats.values() if start is not None and mtime is not None and mtime >= start),
+        key=lambda pair: pair[0],
+    )
+    views_per_second = sources_per_second = None
+    if len(mine) >= 2 and mine[-1][0] > mine[0][0]:
+        # Between the first and last marker of this run: excludes model loading before the first shard.
+        span = mine[-1][0] - mine[0][0]
+        views_per_second = sum(int(s.get("views", 0)) for _, s in mine[1:]) / span
+        sources_per_second = sum(int(s.get("sources", 0)) for _, s in mine[1:]) / span
+    elif len(mine) == 1:
+        first = mine[0][1]
+        seconds = float(first.get("seconds") or 0)
+        if seconds > 0:
+            views_per_second = int(first.get("views", 0)) / seconds
+            sources_per_second = int(first.get("sources", 0)) / seconds
+    eta = None
+    if sources_total is not None:
+        remaining = max(sources_total - sources_done, 0)
+        if remaining == 0:
+            eta = 0.0
+        elif sources_per_second:
+            eta = remaining / sources_per_second
+    return {
+        "sources_total": sources_total,
+        "sources_done": sources_done,
+        "shards_total": shards_total,
+        "shards_done": len(stats),
+        "views_written": views,
+        "failed_sources": failed,
+        "views_per_second": round(views_per_second, 3) if views_per_second is not None else None,
+        "eta_seconds": round(eta, 1) if eta is not None else None,
+        "fraction": round(sources_done / sources_total, 4) if sources_total else None,
+    }
+
+
+def empty_progress() -> dict[str, Any]:
+    """Progress of a job whose store has not been looked at."""
+    return summarize({}, None, None, None)
+
+
+def store_complete(out: str) -> bool:
+    """True when every planned shard of the store at `out` has its done marker."""
+    try:
+        store = Store(out)
+        if not store.exists():
+            return False
+        planned = set(store.read_sources().column("shard").to_pylist())
+        return bool(planned) and planned <= store.done_shards()
+    except (OSError, ValueError):
+        return False

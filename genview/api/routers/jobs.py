@@ -1,0 +1,115 @@
+"""/v1/jobs: submit, list, read, cancel, logs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi.responses import PlainTextResponse
+
+from genview.api import service
+from genview.api.deps import ContextDep, PrincipalDep
+from genview.api.schemas import ErrorBody, JobCreate, JobList, JobPublic, JobState
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses={401: {"model": ErrorBody, "description": "missing or invalid bearer token"}})
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, description="job id")]
+NOT_FOUND = {404: {"model": ErrorBody, "description": "no such job (or not yours)"}}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    summary="Submit a generation job",
+    responses={
+        200: {"model": JobPublic, "description": "an identical earlier submission (same job id or Idempotency-Key): that job"},
+        403: {"model": ErrorBody, "description": "a path or URL outside your roots"},
+        409: {"model": ErrorBody, "description": "job id / key reused with another spec, or the store is being written by another job"},
+        413: {"description": "request body too large"},
+        429: {"model": ErrorBody, "description": "too many of your jobs are queued or running"},
+    },
+)
+def create_job(
+    body: JobCreate,
+    response: Response,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+               description="submitting twice with the same key makes one job"),
+    ] = None,
+) -> JobPublic:
+    """Queue `genview generate` for the spec (same fields and checks as the CLI flags).
+
+    Relative paths are taken from the service folder; every path must lie under your roots (403
+    otherwise). Idempotency: the same `id` or `Idempotency-Key` with the same spec returns the first
+    job (200, header `Idempotent-Replayed: true`), with another spec 409. A cancelled job is resumed
+    by submitting its spec again with a new key: the store keeps its done shards.
+    """
+    with ctx.sessions() as session:
+        job, created = service.submit(ctx, session, principal, body, idempotency_key)
+        public = service.to_public(ctx, job)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return public
+
+
+@router.get("", response_model=JobList, summary="List your jobs")
+def list_jobs(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="jobs to skip")] = 0,
+) -> JobList:
+    """Your jobs, newest first, one page at a time."""
+    with ctx.sessions() as session:
+        jobs, total = service.list_jobs(session, principal, state, limit, offset)
+        items = [service.to_public(ctx, job) for job in jobs]
+    next_offset = offset + len(jobs) if offset + len(jobs) < total else None
+    return JobList(items=items, total=total, limit=limit, offset=offset, next_offset=next_offset)
+
+
+@router.get("/{job_id}", response_model=JobPublic, summary="A job's state and progress", responses=NOT_FOUND)
+def get_job(job_id: JobId, ctx: ContextDep, principal: PrincipalDep) -> JobPublic:
+    """State, progress read from the store (sources, views, failures, views/s, ETA) and the error if it failed."""
+    with ctx.sessions() as session:
+        return service.to_public(ctx, service.get_job(session, principal, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    summary="Cancel a job",
+    responses={**NOT_FOUND, 409: {"model": ErrorBody, "description": "the job already ended"}},
+)
+def cancel_job(job_id: JobId, ctx: ContextDep, principal: PrincipalDep) -> JobPublic:
+    """Stop the job's worker (SIGTERM, then SIGKILL after the grace period); done shards stay in the store.
+
+    Submitting the same spec again (without the old idempotency key) resumes the store.
+    """
+    with ctx.sessions() as session:
+        return service.to_public(ctx, service.cancel_job(ctx, session, principal, job_id))
+
+
+@router.get(
+    "/{job_id}/logs",
+    response_class=PlainTextResponse,
+    summary="The end of a job's log",
+    responses={**NOT_FOUND, 200: {"content": {"text/plain": {}}, "description": "log lines"}},
+)
+def job_logs(
+    job_id: JobId,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    tail: Annotated[int, Query(ge=1, le=100_000, description="lines from the end")] = 200,
+) -> PlainTextResponse:
+    """The worker's stdout/stderr (the `genview generate` output)."""
+    with ctx.sessions() as session:
+        job = service.get_job(session, principal, job_id)
+    text = ctx.executor.logs(job, tail) if (job.job_dir or job.external_id) else ""
+    return PlainTextResponse(text)

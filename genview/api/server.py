@@ -1,0 +1,44 @@
+"""Run the service with uvicorn (`genview serve`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from genview.api.settings import Settings
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_security(settings: Settings) -> None:
+    """Refuse to start without tokens, or with auth disabled on a non-loopback interface."""
+    if settings.auth_disabled:
+        if not _loopback(settings.host):
+            raise ValueError(
+                f"auth_disabled is for local use only: bind to 127.0.0.1, not {settings.host} "
+                "(or configure tokens with GENVIEW_TOKENS / the settings file)"
+            )
+    elif not settings.tokens:
+        raise ValueError(
+            "no API tokens configured: set GENVIEW_TOKENS=token1,token2 or [tokens] in the settings file "
+            "(GENVIEW_SETTINGS_FILE / --settings); for local use only, GENVIEW_AUTH_DISABLED=true or --no-auth"
+        )
+
+
+def run_server(settings: Settings) -> None:
+    """Serve the API on settings.host:settings.port until interrupted."""
+    import uvicorn
+
+    from genview.api.app import create_app
+
+    check_security(settings)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=5)

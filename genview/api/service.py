@@ -1,0 +1,182 @@
+"""What the job endpoints do: submit (idempotent, limited), read, list, cancel, logs."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from fastapi import HTTPException, status
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from genview.api.db import Job, utcnow
+from genview.api.executors import Executor
+from genview.api.progress import ProgressReader, empty_progress
+from genview.api.reconcile import Dispatcher
+from genview.api.schemas import IN_FLIGHT, TERMINAL, Execution, JobCreate, JobPublic, JobState, Progress
+from genview.api.security import Authenticator, authorize_spec
+from genview.api.settings import Principal, Settings
+from genview.pipeline.spec import GenerateSpec
+
+
+@dataclasses.dataclass
+class AppContext:
+    """Everything the endpoints share; built in the app's lifespan and kept on app.state."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    executor: Executor
+    dispatcher: Dispatcher
+    progress: ProgressReader
+    authenticator: Authenticator
+    engine: Any
+
+
+def spec_digest(spec: GenerateSpec) -> str:
+    """Stable hash of a resolved spec (two submissions are the same job when these agree)."""
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    names = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+    return ", ".join(f"{name} ({old.get(name)!r} then {new.get(name)!r})" for name in names)
+
+
+def _not_found(job_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id!r}")
+
+
+def to_public(ctx: AppContext, job: Job) -> JobPublic:
+    """The API view of a job; progress comes from the store while the job can still change it."""
+    if job.state in TERMINAL and job.progress is not None:
+        progress = job.progress
+    else:
+        try:
+            progress = ctx.progress.read(job.out, job.started_at)
+        except Exception:  # an unreadable store must not break status reads
+            progress = empty_progress()
+    return JobPublic(
+        id=job.id,
+        owner=job.owner,
+        state=JobState(job.state),
+        spec=job.spec,
+        idempotency_key=job.idempotency_key,
+        cancel_requested=bool(job.cancel_requested),
+        error=job.error,
+        progress=Progress(**progress),
+        execution=Execution(executor=job.executor, pid=job.pid, external_id=job.external_id, exit_code=job.exit_code),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def _replay_or_conflict(existing: Job, principal: Principal, digest: str, spec: GenerateSpec, by: str) -> Job:
+    """Return the earlier job for an identical resubmission; 409 when the key is reused for another spec."""
+    if existing.owner != principal.name:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job id {existing.id!r} is already taken")
+    if existing.spec_digest != digest:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"{by} was already used for job {existing.id} with a different spec: "
+            + _differences(existing.spec, spec.model_dump(mode="json")),
+        )
+    return existing
+
+
+def _find_existing(session: Session, principal: Principal, job_id: str | None, key: str | None) -> tuple[Job | None, str]:
+    if job_id is not None:
+        job = session.get(Job, job_id)
+        if job is not None:
+            return job, f"job id {job_id!r}"
+    if key is not None:
+        job = session.scalar(select(Job).where(Job.owner == principal.name, Job.idempotency_key == key))
+        if job is not None:
+            return job, f"Idempotency-Key {key!r}"
+    return None, ""
+
+
+def submit(ctx: AppContext, session: Session, principal: Principal, body: JobCreate,
+           idempotency_key: str | None) -> tuple[Job, bool]:
+    """Create a job (True) or return the one an earlier identical submission made (False)."""
+    spec = authorize_spec(body, principal, ctx.settings)
+    digest = spec_digest(spec)
+    key = idempotency_key if idempotency_key is not None else body.id
+    existing, by = _find_existing(session, principal, body.id, key)
+    if existing is not None:
+        return _replay_or_conflict(existing, principal, digest, spec, by), False
+    in_flight = session.scalar(
+        select(func.count()).select_from(Job).where(Job.owner == principal.name, Job.state.in_(IN_FLIGHT))
+    )
+    if int(in_flight or 0) >= principal.max_jobs_in_flight:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"{in_flight} jobs already queued or running for {principal.name} "
+            f"(limit {principal.max_jobs_in_flight}); wait for one to finish or cancel one",
+            headers={"Retry-After": "30"},
+        )
+    busy = session.scalar(select(Job).where(Job.out == spec.out, Job.state.in_(IN_FLIGHT)))
+    if busy is not None:
+        detail = f"out: job {busy.id} is already writing {spec.out}; cancel it or wait"
+        if busy.owner != principal.name:
+            detail = f"out: another job is already writing {spec.out}"
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=detail)
+    job = Job(
+        id=body.id or f"job-{uuid.uuid4().hex[:16]}",
+        owner=principal.name,
+        idempotency_key=key,
+        state=JobState.queued.value,
+        spec=spec.model_dump(mode="json"),
+        spec_digest=digest,
+        out=spec.out,
+        read_roots=list(principal.source_roots),
+        executor=ctx.executor.name,
+        cancel_requested=False,
+        created_at=utcnow(),
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent identical submission won the race: answer as its replay.
+        session.rollback()
+        existing, by = _find_existing(session, principal, body.id, key)
+        if existing is None:
+            raise
+        return _replay_or_conflict(existing, principal, digest, spec, by), False
+    ctx.dispatcher.wake()
+    return job, True
+
+
+def get_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """The caller's job, or 404 (other owners' jobs are not revealed)."""
+    job = session.get(Job, job_id)
+    if job is None or job.owner != principal.name:
+        raise _not_found(job_id)
+    return job
+
+
+def list_jobs(session: Session, principal: Principal, state: JobState | None, limit: int, offset: int) -> tuple[list[Job], int]:
+    """A page of the caller's jobs, newest first, and how many match."""
+    where = [Job.owner == principal.name]
+    if state is not None:
+        where.append(Job.state == state.value)
+    total = session.scalar(select(func.count()).select_from(Job).where(*where))
+    jobs = session.scalars(
+        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    ).all()
+    return list(jobs), int(total or 0)
+
+
+def cancel_job(ctx: AppContext, session: Session, principal: Principal, job_id: str) -> Job:
+    """Cancel the caller's queued or running job; 409 if it already ended."""
+    job = get_job(session, principal, job_id)
+    if job.state in TERMINAL:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id} already {job.state}")
+    ctx.dispatcher.cancel(session, job)
+    session.refresh(job)
+    return job

@@ -1,0 +1,173 @@
+"""The job worker: runs `genview generate` for one spec and leaves an exit-status file behind.
+
+The service may restart while a job runs, so the worker is not necessarily the child of whoever
+asks how it ended. It therefore writes `exit.json` (exit code, error, time) beside its log when it
+ends, and the service reads that instead of waiting on the process::
+
+    python -m genview.api.worker --spec-json '{...}' --read-root /data --status-file JOBDIR/exit.json
+
+Before generating, every source the store will read (the listing of a folder or list file, or the
+store's frozen sources.parquet on resume) is checked against the read roots: a list file cannot be
+used to read files outside them. SIGTERM stops the job the way Ctrl-C does: done shards are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import traceback
+from typing import Any, Sequence
+
+from genview.pipeline.spec import GenerateSpec
+
+#: Exit code when the listing reaches outside the read roots (argparse and user errors use 2).
+EXIT_REFUSED = 3
+
+
+def spec_to_argv(spec: GenerateSpec, extra_args: Sequence[str] = ()) -> list[str]:
+    """Return the `genview generate` arguments that make exactly `spec`."""
+    argv = ["generate", spec.source]
+    for name in GenerateSpec.model_fields:
+        value = getattr(spec, name)
+        if name in ("source", "params") or value is None:
+            continue  # every other field is passed explicitly, so CLI defaults never decide
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                argv.append(flag)
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(item) for item in value)  # e.g. --alphas 0.2,0.4
+        argv += [flag, str(value)]
+    for name, value in sorted(spec.params.items()):
+        argv += ["--param", f"{name}={json.dumps(value)}"]
+    argv += ["--no-progress", *extra_args]
+    return argv
+
+
+class _TailingStream:
+    """A text stream that passes writes through and remembers the last lines (to report the error)."""
+
+    def __init__(self, stream: Any, lines: int = 40):
+        self.stream = stream
+        self.tail: collections.deque[str] = collections.deque(maxlen=lines)
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *done, self._partial = self._partial.split("\n")
+        self.tail.extend(line for line in done if line.strip())
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    def error_text(self) -> str | None:
+        """The CLI's `genview generate: error:` message if it printed one, else the last lines."""
+        lines = list(self.tail) + ([self._partial] if self._partial.strip() else [])
+        for index in range(len(lines) - 1, -1, -1):
+            if ": error: " in lines[index]:
+                return "\n".join(lines[index:])[-4000:]
+        return "\n".join(lines[-10:])[-4000:] or None
+
+
+def check_listing(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str) -> str | None:
+    """Return why the job may not run when a source it would read is outside `read_roots`, else None."""
+    from genview.api.paths import first_outside
+    from genview.datastore.sources import list_sources
+    from genview.datastore.store import Store
+
+    store = Store(spec.out)
+    try:
+        uris = store.read_sources().column("uri").to_pylist() if store.exists() else None
+    except FileNotFoundError:
+        uris = None
+    if uris is None:
+        uris = list_sources(spec.source).column("uri").to_pylist()
+    outside = first_outside(uris, read_roots, base_dir)
+    if outside is None:
+        return None
+    uri, reason = outside
+    return f"source {spec.source} lists {uri}, which you may not read: {reason}"
+
+
+def write_status(path: str, status: dict[str, Any]) -> None:
+    """Write the exit-status json atomically (the service may read it at any moment)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(status, fh)
+    os.replace(tmp, path)
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    """SIGTERM -> KeyboardInterrupt: the CLI stops like on Ctrl-C and done shards stay done."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _generate(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extra_args: Sequence[str],
+              tail: _TailingStream) -> tuple[int, str | None]:
+    """Check what the job would read, then run `genview generate`; return (exit code, error)."""
+    from genview.cli.main import main as cli_main
+
+    try:
+        refused = check_listing(spec, read_roots, base_dir) if read_roots else None
+    except (ValueError, OSError) as exc:
+        # The source cannot be listed (missing, not a list file, no images): a user error, as in the CLI.
+        print(f"genview generate: error: {exc}", file=sys.stderr)
+        return 2, str(exc)
+    if refused is not None:
+        print(f"genview worker: error: {refused}", file=sys.stderr)
+        return EXIT_REFUSED, refused
+    code = cli_main(spec_to_argv(spec, extra_args))
+    return code, None if code == 0 else (tail.error_text() or f"genview generate exited with code {code}")
+
+
+def run(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, status_file: str | None, extra_args: Sequence[str]) -> int:
+    """Run the job, record its exit status in `status_file`; return the exit code."""
+    tail = _TailingStream(sys.stderr)
+    sys.stderr = tail
+    try:
+        code, error = _generate(spec, read_roots, base_dir, extra_args, tail)
+    except KeyboardInterrupt:
+        code, error = 130, "interrupted (cancelled): done shards are kept"
+    except Exception as exc:  # anything unexpected: keep the traceback in the log, the gist in the status
+        traceback.print_exc()
+        code, error = 1, f"{type(exc).__name__}: {exc}"
+    finally:
+        sys.stderr = tail.stream
+    if status_file:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # do not die half-way through the status file
+        write_status(status_file, {
+            "exit_code": code,
+            "error": error,
+            "pid": os.getpid(),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        })
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m genview.api.worker`."""
+    parser = argparse.ArgumentParser(prog="python -m genview.api.worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec-json", required=True, help="the GenerateSpec as JSON")
+    parser.add_argument("--read-root", action="append", default=[], help="folder/URL prefix sources may come from (repeatable); none = no check")
+    parser.add_argument("--base-dir", default=os.getcwd(), help="relative listed paths are taken from here")
+    parser.add_argument("--status-file", help="where to write the exit-status json when done")
+    parser.add_argument("--generate-arg", action="append", default=[], help="extra `genview generate` argument (repeatable)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    spec = GenerateSpec.model_validate_json(args.spec_json)
+    return run(spec, args.read_root, args.base_dir, args.status_file, args.generate_arg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""A real genview service under uvicorn on 127.0.0.1, driven over HTTP by the API tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+TOKENS = {
+    "alice": "alice-token-0123456789abcdef",
+    "bob": "bob-token-0123456789abcdef",
+    "fuzz": "fuzz-token-0123456789abcdef",
+}
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """`genview serve` in a subprocess (its own session, so a test can SIGKILL just the server)."""
+
+    def __init__(self, base: Path, settings_file: Path, database: str, name: str):
+        self.base = base
+        self.settings_file = settings_file
+        self.database = database
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / f"server-{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90.0) -> "LiveServer":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GENVIEW_")}
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+                   GENVIEW_DATABASE_URL=self.database)
+        cmd = [sys.executable, "-m", "genview.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--settings", str(self.settings_file), "--log-level", "warning"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=self.base, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not answer /healthz within {timeout} s:\n{self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL the server process only (its job workers live in their own sessions)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop the server gracefully (SIGTERM), by force if it hangs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self, who: str | None = "alice") -> httpx.Client:
+        """An httpx client with `who`'s bearer token (None: no token)."""
+        headers = {"Authorization": f"Bearer {TOKENS[who]}"} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def wait_for(client: httpx.Client, job_id: str, until=lambda job: job["state"] in TERMINAL, timeout: float = 180.0,
+             poll: float = 0.2) -> dict:
+    """Poll GET /v1/jobs/ID until `until(job)` holds; fail with the job's log on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job = response.json()
+        if until(job):
+            return job
+        if time.monotonic() > deadline:
+            logs = client.get(f"/v1/jobs/{job_id}/logs").text
+            raise AssertionError(f"job {job_id} stuck: {job}\n--- log ---\n{logs}")
+        time.sleep(poll)
+
+
+@pytest.fixture(scope="session")
+def api_base(tmp_path_factory, tiny_weights):
+    """The service folder: images, a settings file with three tokens, and tiny random IC-GAN weights."""
+    from genview.synthetic_data import make_image_folder
+
+    base = tmp_path_factory.mktemp("service")
+    make_image_folder(base / "imgs", classes=3, per_class=4, size=48, seed=1)
+    make_image_folder(base / "big", classes=4, per_class=10, size=48, seed=2)
+    (base / "fuzz" / "out").mkdir(parents=True)
+    weights = tiny_weights("icgan")
+    settings = base / "genview.toml"
+    settings.write_text(f"""
+model_roots = ["{weights}"]
+max_running_jobs = 1
+reconcile_interval = 0.3
+progress_cache_seconds = 0.1
+cancel_grace_seconds = 5
+max_body_bytes = 16384
+
+[tokens."{TOKENS['alice']}"]
+name = "alice"
+output_roots = [".", "s3://alice-bucket/stores"]
+max_jobs_in_flight = 3
+
+[tokens."{TOKENS['bob']}"]
+name = "bob"
+max_jobs_in_flight = 1
+
+[tokens."{TOKENS['fuzz']}"]
+name = "fuzz"
+source_roots = ["fuzz"]
+output_roots = ["fuzz/out"]
+max_jobs_in_flight = 1
+""")
+    return {"base": base, "settings": settings, "weights": weights}
+
+
+@pytest.fixture(scope="session")
+def server(api_base):
+    """The shared live server (SQLite file in the service folder)."""
+    base = api_base["base"]
+    live = LiveServer(base, api_base["settings"], f"sqlite:///{base / 'jobs.sqlite'}", "main").start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture()
+def alice(server):
+    with server.client("alice") as client:
+        yield client
