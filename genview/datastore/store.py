@@ -112,9 +112,15 @@ class Store:
         for name in (layout.SHARDS_DIR, layout.MANIFEST_DIR):
             self.fs.makedirs(self.path(name), exist_ok=True)
 
+    def refresh(self) -> None:
+        """Forget cached listings of shards/ and manifest/: other processes (workers) write there too."""
+        for name in (layout.SHARDS_DIR, layout.MANIFEST_DIR):
+            self.fs.invalidate_cache(self.path(name))
+
     def done_shards(self) -> set[int]:
         """Return the shards whose done marker exists."""
         manifest_dir = self.path(layout.MANIFEST_DIR)
+        self.refresh()
         if not self.fs.exists(manifest_dir):
             return set()
         done = set()
@@ -131,6 +137,7 @@ class Store:
     def leftovers(self, shard: int | None = None) -> list[str]:
         """Return temporary files left by interrupted writes (optionally of one shard only)."""
         found = []
+        self.refresh()
         for name in (layout.SHARDS_DIR, layout.MANIFEST_DIR):
             directory = self.path(name)
             if not self.fs.exists(directory):

@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,9 @@ from genview.pipeline.progress import JobProgress
 from genview.pipeline.runner import load_generator
 from genview.pipeline.shard import SourceItem, ViewSettings, run_shard
 from genview.pipeline.spec import GenerateSpec
+
+logger = logging.getLogger(__name__)
+
 
 class ShardFailedError(RuntimeError):
     """Raised when a shard fails with the same application error on every attempt."""
@@ -131,7 +133,8 @@ class _Worker:
 def _actor_incarnation(actor_id: str) -> tuple[str | None, int | None, str | None]:
     """Return (state, pid, node id) of an actor from Ray's actor table; Nones when it can't be read."""
     try:
-        from ray._private.state import state as gcs_state  # the GCS actor table; no public equivalent without the dashboard
+        # The GCS actor table: the state API (ray.util.state) would need the dashboard running.
+        from ray._private.state import state as gcs_state
 
         table = gcs_state.actor_table(actor_id)
     except Exception:  # noqa: BLE001 - a missing private API only costs the fast path; probes still decide
@@ -154,10 +157,10 @@ class RayBackend:
     def __init__(self, address: str | None = None, workers: int | None = None, *, num_gpus: float | None = None,
                  cpus_per_worker: float | None = None, resources: dict[str, float] | None = None,
                  max_attempts: int = 3, poll_seconds: float = 0.5, log_to_driver: bool = False):
-        if address is None and not workers:
-            raise ValueError("RayBackend needs a cluster address (--ray-address) or a worker count (--workers)")
         if workers is not None and workers < 1:
             raise ValueError(f"--workers must be at least 1, got {workers}")
+        if address is None and workers is None:
+            raise ValueError("RayBackend needs a cluster address (--ray-address) or a worker count (--workers)")
         self.address = address
         self.workers = workers
         self.num_gpus = num_gpus
@@ -170,9 +173,11 @@ class RayBackend:
         self.retried: list[tuple[int, str]] = []
         #: shard -> info() of the actor incarnation that committed it.
         self.committed_by: dict[int, dict[str, Any]] = {}
+        #: Shards whose attempt was lost after it had committed (found by their done marker, not redone).
+        self.found_done: set[int] = set()
 
     # -- cluster ---------------------------------------------------------------------------
-    def _connect(self) -> bool:
+    def _connect(self, spec: GenerateSpec) -> bool:
         """Join the cluster (or start a local instance); return True when this call did it."""
         if ray.is_initialized():
             return False
@@ -180,13 +185,18 @@ class RayBackend:
         if self.address:
             ray.init(address=self.address, **common)
         else:
-            # address="local": never attach to some other cluster that happens to run on this machine.
-            cpus = self.workers * (self.cpus_per_worker or 1)
-            ray.init(address="local", num_cpus=int(max(1, round(cpus))), include_dashboard=False, **common)
+            # Logical CPUs for every requested worker (they are Ray's bookkeeping, not a limit on threads),
+            # so --workers N always places N actors; address="local": never join another cluster on this machine.
+            per_worker = self.cpus_per_worker or max(1, spec.io_threads)
+            cpus = max(os.cpu_count() or 1, int(self.workers * per_worker + 0.999))
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **common)
         return True
 
-    def _actor_options(self, spec: GenerateSpec) -> tuple[int, dict[str, Any]]:
-        """Return (how many actors, their Ray options) from the cluster's resources and the spec."""
+    def _actor_options(self, spec: GenerateSpec, local: bool = False) -> tuple[int, dict[str, Any]]:
+        """Return (how many actors, their Ray options) from the cluster's resources and the spec.
+
+        `local`: Ray was started here for this job, so no autoscaler will add GPUs that are missing.
+        """
         cluster = ray.cluster_resources()
         gpus = cluster.get("GPU", 0)
         if self.num_gpus is not None:
@@ -206,6 +216,11 @@ class RayBackend:
                 count = max(1, int(gpus // num_gpus))
             else:
                 count = max(1, sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= num_cpus))
+        if local and num_gpus and count * num_gpus > gpus:
+            raise ValueError(
+                f"--workers {count} with --device {spec.device} needs {count * num_gpus:g} GPU(s) on this machine, "
+                f"Ray sees {gpus:g}; use fewer workers or --device cpu"
+            )
         options = dict(
             num_cpus=num_cpus,
             num_gpus=num_gpus,
@@ -221,15 +236,16 @@ class RayBackend:
         """Make every shard of the plan on Ray actors; return when all are committed."""
         if not plan.shards:
             return
-        started = self._connect()
+        started = self._connect(plan.spec)
         workers: list[_Worker] = []
         try:
-            count, options = self._actor_options(plan.spec)
+            count, options = self._actor_options(plan.spec, local=started and not self.address)
             actor_class = ray.remote(ShardWorker)
             spec_json = plan.spec.model_dump_json()
             workers = [_Worker(i, actor_class.options(**options).remote(spec_json)) for i in range(count)]
-            self._dispatch(plan, progress, workers, options)
+            _Dispatcher(self, plan, progress, workers, options).run()
         finally:
+            # Also on errors and Ctrl-C: no actor may go on writing once the driver has given up.
             for worker in workers:
                 try:
                     ray.kill(worker.handle, no_restart=True)
@@ -238,126 +254,141 @@ class RayBackend:
             if started:
                 ray.shutdown()
 
-    def _dispatch(self, plan: ShardPlan, progress: JobProgress, workers: list[_Worker], options: dict[str, Any]) -> None:
-        """Hand shards to free actors until every shard is committed; re-queue the lost ones."""
-        todo: collections.deque[int] = collections.deque(sorted(plan.shards))
-        remaining = set(plan.shards)
-        recheck: set[int] = set()  # re-queued shards: their lost attempt may have committed after all
-        failures: collections.Counter[int] = collections.Counter()
-        stalled_since: float | None = None
 
-        def requeue(shard: int) -> None:
-            todo.appendleft(shard)
-            recheck.add(shard)
+class _Dispatcher:
+    """The driver loop of one job: hand shards to free actors, stream progress, re-queue lost shards."""
 
-        def take_back(worker: _Worker) -> int:
-            shard = worker.shard
-            progress.sources_done(-worker.reported[0], -worker.reported[1], -worker.reported[2])
-            worker.reported = [0, 0, 0]
-            worker.stream = worker.shard = None
-            return shard
+    def __init__(self, backend: RayBackend, plan: ShardPlan, progress: JobProgress, workers: list[_Worker],
+                 options: dict[str, Any]):
+        self.backend = backend
+        self.plan = plan
+        self.progress = progress
+        self.workers = workers
+        self.options = options
+        self.todo: collections.deque[int] = collections.deque(sorted(plan.shards))
+        self.remaining = set(plan.shards)
+        self.recheck: set[int] = set()  # re-queued shards: their lost attempt may have committed after all
+        self.failures: collections.Counter[int] = collections.Counter()
 
-        while remaining:
-            now = time.monotonic()
-            for worker in workers:
-                if worker.state in ("starting", "suspect") and worker.probe is None and now >= worker.probe_at:
-                    worker.probe = worker.handle.info.remote()
-            for worker in workers:
-                while worker.state == "idle" and todo:
-                    shard = todo.popleft()
-                    if shard in recheck and self._finish_if_done(plan.store, shard, progress):
-                        recheck.discard(shard)
-                        remaining.discard(shard)
-                        continue
-                    recheck.discard(shard)
-                    worker.shard, worker.state, worker.attempt_info = shard, "busy", worker.info
-                    worker.stream = worker.handle.run.remote(shard, plan.shards[shard], plan.settings)
+    def run(self) -> None:
+        """Loop until every shard is committed."""
+        stalled_since = time.monotonic()
+        while self.remaining:
+            self._send_probes()
+            self._hand_out()
             waiting = {}
-            for worker in workers:
+            for worker in self.workers:
                 if worker.state == "busy":
                     waiting[worker.stream] = worker
                 elif worker.probe is not None:
                     waiting[worker.probe] = worker
-            ready = []
+            ready: list = []
             if waiting:
-                ready, rest = ray.wait(list(waiting), num_returns=1, timeout=self.poll_seconds)
+                ready, rest = ray.wait(list(waiting), num_returns=1, timeout=self.backend.poll_seconds)
                 if ready and rest:
                     ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
             else:
-                time.sleep(self.poll_seconds)
+                time.sleep(self.backend.poll_seconds)
             for ref in ready:
                 worker = waiting[ref]
                 if worker.state == "busy":
-                    self._on_stream(worker, plan, progress, remaining, failures, requeue, take_back)
+                    self._on_stream(worker)
                 else:
-                    self._on_probe(worker, requeue)
-            for worker in workers:
-                if worker.parked is not None and self._attempt_is_over(worker):
-                    requeue(worker.parked)
+                    self._on_probe(worker)
+            for worker in self.workers:
+                if worker.parked is not None and _attempt_is_over(worker):
+                    self._requeue(worker.parked, f"worker {worker.index}'s old process is gone")
                     worker.parked = None
-            if not remaining:
-                break
-            if any(w.state in ("idle", "busy") for w in workers):
-                stalled_since = None
-            elif stalled_since is None:
+            if any(w.state in ("idle", "busy") for w in self.workers):
                 stalled_since = time.monotonic()
             elif time.monotonic() - stalled_since > 60:
-                print(
-                    f"genview: no live worker for 60 s; waiting for Ray to (re)start actors needing {options['num_gpus']} "
-                    f"GPU + {options['num_cpus']} CPU each (cluster now has {ray.available_resources()}); see `ray status`",
-                    file=sys.stderr,
+                logger.warning(
+                    "genview: no live worker for 60 s; waiting for Ray to (re)start actors needing %s GPU + %s CPU "
+                    "each (available now: %s); see `ray status`",
+                    self.options["num_gpus"], self.options["num_cpus"], ray.available_resources(),
                 )
                 stalled_since = time.monotonic()
 
-    def _on_stream(self, worker: _Worker, plan: ShardPlan, progress: JobProgress, remaining: set[int],
-                   failures: collections.Counter, requeue, take_back) -> None:
+    # -- steps -------------------------------------------------------------------------------
+    def _send_probes(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.state in ("starting", "suspect") and worker.probe is None and now >= worker.probe_at:
+                worker.probe = worker.handle.info.remote()
+
+    def _hand_out(self) -> None:
+        for worker in self.workers:
+            while worker.state == "idle" and self.todo:
+                shard = self.todo.popleft()
+                if shard in self.recheck:
+                    self.recheck.discard(shard)
+                    if self._finish_if_done(shard):
+                        continue
+                worker.shard, worker.state, worker.attempt_info = shard, "busy", worker.info
+                worker.stream = worker.handle.run.remote(shard, self.plan.shards[shard], self.plan.settings)
+
+    def _requeue(self, shard: int, why: str) -> None:
+        logger.info("shard %s re-queued: %s", layout.shard_name(shard), why)
+        self.todo.appendleft(shard)
+        self.recheck.add(shard)
+
+    def _take_back(self, worker: _Worker, reason: str) -> int:
+        """Detach a lost attempt from its worker; take its progress back off the bar."""
+        shard = worker.shard
+        self.progress.sources_done(-worker.reported[0], -worker.reported[1], -worker.reported[2])
+        worker.reported = [0, 0, 0]
+        worker.stream = worker.shard = None
+        self.backend.retried.append((shard, reason))
+        where = (worker.attempt_info or {}).get("ip", "?")
+        logger.warning("genview: shard %s lost on worker %d (%s): %s; it will be redone", layout.shard_name(shard),
+                       worker.index, where, reason.splitlines()[0][:200])
+        return shard
+
+    def _on_stream(self, worker: _Worker) -> None:
         """Handle the next message of a running shard: progress, its stats, or how it died."""
         try:
             message = ray.get(next(worker.stream))
         except StopIteration:
             raise RuntimeError(f"genview worker {worker.index} ended shard {worker.shard} without its stats") from None
         except RayActorError as exc:
-            shard = take_back(worker)
-            self.retried.append((shard, f"{type(exc).__name__}: {exc}"))
+            shard = self._take_back(worker, f"{type(exc).__name__}: {exc}")
             worker.state, worker.probe, worker.probe_at = "suspect", None, 0.0
             if isinstance(exc, ActorDiedError):
-                requeue(shard)  # Ray saw the process die: nothing of that attempt can still write
+                self._requeue(shard, "Ray saw its worker process die")  # nothing of that attempt can still write
             else:
-                worker.parked = shard  # unreachable, maybe still writing: wait for its fate
+                worker.parked = shard  # unreachable, maybe still writing: wait until its fate is known
             return
         except RayTaskError as exc:
-            shard = take_back(worker)
-            failures[shard] += 1
-            self.retried.append((shard, f"error: {exc.cause if exc.cause is not None else exc}"))
-            if failures[shard] >= self.max_attempts:
+            cause = exc.cause if exc.cause is not None else exc
+            shard = self._take_back(worker, f"error: {cause}")
+            self.failures[shard] += 1
+            if self.failures[shard] >= self.backend.max_attempts:
                 raise ShardFailedError(
-                    f"shard {layout.shard_name(shard)} failed {failures[shard]} times; last error:\n{exc}"
+                    f"shard {layout.shard_name(shard)} failed {self.failures[shard]} times; last error:\n{exc}"
                 ) from exc
             worker.state = "idle"
-            requeue(shard)
+            self._requeue(shard, "retrying after an error")
             return
-        except RayError as exc:  # lost result object and the like: treat as an unreachable actor
-            shard = take_back(worker)
-            self.retried.append((shard, f"{type(exc).__name__}: {exc}"))
-            worker.state, worker.probe, worker.probe_at, worker.parked = "suspect", None, 0.0, shard
+        except RayError as exc:  # a lost result object and the like: treat the actor as unreachable
+            worker.parked = self._take_back(worker, f"{type(exc).__name__}: {exc}")
+            worker.state, worker.probe, worker.probe_at = "suspect", None, 0.0
             return
         if "progress" in message:
             count, views, failed = message["progress"]
             worker.reported = [worker.reported[0] + count, worker.reported[1] + views, worker.reported[2] + failed]
-            progress.sources_done(count, views, failed)
-            return
-        if "stats" in message:
+            self.progress.sources_done(count, views, failed)
+        elif "stats" in message:
             shard = worker.shard
-            self.committed_by[shard] = worker.attempt_info or {}
-            progress.shard_done({**message["stats"], "worker": worker.attempt_info})
-            remaining.discard(shard)
+            self.backend.committed_by[shard] = worker.attempt_info or {}
+            self.progress.shard_done({**message["stats"], "worker": worker.attempt_info})
+            self.remaining.discard(shard)
             worker.reported = [0, 0, 0]
             worker.stream = worker.shard = None
             worker.state = "idle"
-            return
-        raise RuntimeError(f"genview worker {worker.index} sent an unexpected message: {message!r}")
+        else:
+            raise RuntimeError(f"genview worker {worker.index} sent an unexpected message: {message!r}")
 
-    def _on_probe(self, worker: _Worker, requeue) -> None:
+    def _on_probe(self, worker: _Worker) -> None:
         """Handle an answered info() probe: the actor is up (again), down for now, or gone for good."""
         probe, worker.probe = worker.probe, None
         try:
@@ -365,9 +396,9 @@ class RayBackend:
         except ActorDiedError as exc:
             if getattr(exc, "actor_init_failed", False):
                 raise RuntimeError(f"a genview Ray worker could not start (loading the model failed):\n{exc}") from exc
-            worker.state = "dead"  # restarts exhausted or killed: its parked shard is free to go
+            worker.state = "dead"  # killed or out of restarts: its parked shard is free to go
             if worker.parked is not None:
-                requeue(worker.parked)
+                self._requeue(worker.parked, f"worker {worker.index} is dead")
                 worker.parked = None
             return
         except RayError:
@@ -376,28 +407,29 @@ class RayBackend:
         worker.info, worker.state = info, "idle"
         if worker.parked is not None:
             # The probe ran after the old attempt on this actor (same incarnation) or on a new one.
-            requeue(worker.parked)
+            self._requeue(worker.parked, f"worker {worker.index} answered again")
             worker.parked = None
 
-    @staticmethod
-    def _attempt_is_over(worker: _Worker) -> bool:
-        """True when Ray's actor table shows the incarnation that ran the parked shard is gone."""
-        old = worker.attempt_info or worker.info
-        if old is None:
-            return False
-        state, pid, node = _actor_incarnation(old["actor_id"])
-        if state is None:
-            return False
-        return state != "ALIVE" or (pid, node) != (old["pid"], old["node_id"])
-
-    @staticmethod
-    def _finish_if_done(store: Store, shard: int, progress: JobProgress) -> bool:
+    def _finish_if_done(self, shard: int) -> bool:
         """Count a re-queued shard whose lost attempt committed after all; True when it did."""
-        done_path = layout.shard_done(store.root, shard)
-        store.fs.invalidate_cache(store.path(layout.MANIFEST_DIR))  # object-store listings are cached
-        if not store.fs.exists(done_path):
+        store = self.plan.store
+        store.refresh()  # another process wrote it, if anyone did: do not trust cached listings
+        if not store.fs.exists(layout.shard_done(store.root, shard)):
             return False
         stats = store.read_stats(shard)
-        progress.sources_done(int(stats.get("sources", 0)), int(stats.get("views", 0)), int(stats.get("failed", 0)))
-        progress.shard_done(stats)
+        self.progress.sources_done(int(stats.get("sources", 0)), int(stats.get("views", 0)), int(stats.get("failed", 0)))
+        self.progress.shard_done(stats)
+        self.remaining.discard(shard)
+        self.backend.found_done.add(shard)
         return True
+
+
+def _attempt_is_over(worker: _Worker) -> bool:
+    """True when Ray's actor table shows the incarnation that ran the parked shard is gone."""
+    old = worker.attempt_info or worker.info
+    if old is None:
+        return False
+    state, pid, node = _actor_incarnation(old["actor_id"])
+    if state is None:
+        return False
+    return state != "ALIVE" or (pid, node) != (old["pid"], old["node_id"])
