@@ -20,27 +20,9 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("source_id", pa.int64()),
-        ("source_uri", pa.string()),
-        ("label", pa.string()),
-        ("shard", pa.int32()),
-        ("view", pa.int32()),
-        ("member", pa.string()),
-        ("model", pa.string()),
-        ("seed", pa.int64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("alpha", pa.float32()),
-        ("secondary_id", pa.int64()),
-        ("similarity", pa.float32()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("bytes", pa.int64()),
-    ]
-)
+# The one schema the contract names; the writing below stays independent of genview's writer.
+from genview.datastore.manifest import MANIFEST_SCHEMA
+
 MARKER = 16
 ALPHAS = (0.2, 0.5, 0.8)
 
