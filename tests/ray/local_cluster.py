@@ -122,8 +122,13 @@ class LocalCluster:
             "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"
             "print(sum(1 for n in ray.nodes() if n['Alive']))"
         )
-        out = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True,
-                             env=self.env, timeout=60)
+        try:
+            out = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True,
+                                 env=self.env, timeout=45)
+        except subprocess.TimeoutExpired:
+            # A driver that connects while the GCS is still starting can hang instead of failing:
+            # that is "not up yet", and the caller's deadline decides when to give up.
+            return 0
         return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
     def wait_for_nodes(self, count: int, timeout: float) -> None:
