@@ -22,7 +22,7 @@ import torch
 
 from genview.cli.models import init_random_model
 from genview.pipeline import GenerateSpec, generate
-from genview.pipeline.ray_backend import RayBackend
+from genview.pipeline.ray_backend import LOCAL_NODE_IP, RayBackend
 from genview.synthetic_data import make_image_folder
 
 
@@ -55,7 +55,8 @@ def main() -> None:
         common = dict(source=str(tmp / "src"), model="icgan", weights=str(tmp / "weights"), k=args.k,
                       shard_size=args.shard_size, batch_size=args.batch_size, device="cpu")
         results = {"in-process": timed_job(GenerateSpec(out=str(tmp / "inproc"), **common))}
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address=LOCAL_NODE_IP,
+                 logging_level=logging.WARNING, log_to_driver=False)
         try:
             for workers in (1, 2):
                 out = tmp / f"ray{workers}"

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,12 @@ from genview.pipeline.shard import SourceItem, ViewSettings, run_shard
 from genview.pipeline.spec import GenerateSpec
 
 logger = logging.getLogger(__name__)
+
+
+#: A one-machine Ray instance (--workers without --ray-address) lives on the loopback device: nothing
+#: of it is reachable from the network. Not the literal 127.0.0.1, which Ray swaps for the machine's
+#: routable address; on Linux all of 127.0.0.0/8 is loopback (elsewhere Ray keeps 127.0.0.1 itself).
+LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else "127.0.0.1"
 
 
 class ShardFailedError(RuntimeError):
@@ -189,7 +196,7 @@ class RayBackend:
             # so --workers N always places N actors; address="local": never join another cluster on this machine.
             per_worker = self.cpus_per_worker or max(1, spec.io_threads)
             cpus = max(os.cpu_count() or 1, int(self.workers * per_worker + 0.999))
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **common)
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, _node_ip_address=LOCAL_NODE_IP, **common)
         return True
 
     def _actor_options(self, spec: GenerateSpec, local: bool = False) -> tuple[int, dict[str, Any]]:

@@ -221,8 +221,9 @@ if not address:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # Loopback node IP (see genview.pipeline.ray_backend.LOCAL_NODE_IP): Ray swaps a literal 127.0.0.1.
     ray.init(num_cpus=1, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             log_to_driver=False)
+             log_to_driver=False, _node_ip_address="127.0.0.2")
     address = f"http://127.0.0.1:{port}"
 executor = RayJobsExecutor(address, base, python=sys.executable)
 

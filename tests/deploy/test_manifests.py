@@ -127,8 +127,10 @@ def commands_in(lines: list[str]) -> list[str]:
 
 
 def test_commands_in_the_deploy_docs_parse():
-    """The genview commands shown in cluster.yaml and in the README section's code blocks are real invocations."""
-    readme = (DEPLOY / "README.md").read_text().split("```")
+    """The genview commands in cluster.yaml and in the README's cluster section's code blocks are real invocations."""
+    text = (DEPLOY.parent / "README.md").read_text()
+    section = text.split("## From one machine to a cluster", 1)[1].split("\n## ", 1)[0]
+    readme = section.split("```")
     code_lines = [line for block in readme[1::2] for line in block.splitlines()]
     commands = commands_in((DEPLOY / "cluster.yaml").read_text().splitlines()) + commands_in(code_lines)
     assert len(commands) >= 3

@@ -84,15 +84,19 @@ class LocalCluster:
         self.head: Node | None = None
         self.workers: list[Node] = []
 
+    #: Loopback, but not the literal 127.0.0.1, which `ray start` replaces with the machine's routable
+    #: address: every node, driver and connection of the test cluster stays on the loopback device.
+    NODE_IP = "127.0.0.2"
+
     @property
     def address(self) -> str:
         """The GCS address drivers and nodes connect to."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.NODE_IP}:{self.port}"
 
     def _start(self, name: str, args: list[str]) -> Node:
         log = Path(self.temp_dir) / f"{name}.log"
         ports = [arg for flag in NODE_PORT_FLAGS for arg in (flag, str(free_port()))]
-        cmd = [ray_executable(), "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+        cmd = [ray_executable(), "start", "--block", f"--node-ip-address={self.NODE_IP}", "--disable-usage-stats",
                f"--object-store-memory={self.object_store_bytes}", *ports, *args]
         with open(log, "wb") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
