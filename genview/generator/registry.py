@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from genview.generator.base import ViewGenerator
+if TYPE_CHECKING:  # the registry itself must not import torch (the job service lists models without it)
+    from genview.generator.base import ViewGenerator
 
 #: name -> "module:Class". Lazy so that `genview --help` does not import diffusers.
 _MODELS: dict[str, str] = {

@@ -328,3 +328,13 @@ def test_service_verbs_have_help(capsys):
         out = capsys.readouterr().out
         assert f"usage: genview {verb}" in out
         assert ("GENVIEW_TOKENS" if verb == "serve" else "--server") in out
+
+
+def test_the_web_process_does_not_import_torch():
+    """The service validates specs and lists models but never runs one: importing it must not load torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, genview.api.app; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
