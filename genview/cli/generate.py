@@ -74,6 +74,8 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
     p.add_argument("--best-of", type=int, default=1, help="draw N candidates per view and keep the one most similar to the source")
     p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default 0.8 icgan, 1.0 cc-icgan, per DA IC-GAN)")
+    p.add_argument("--store-embeddings", action="store_true",
+                   help="keep each source's condition embedding in its sample as KEY.emb.npy (float32, numpy format)")
     p.add_argument("--interpolate", action="store_true",
                    help="Gen-SIS interpolated views: pair each source with a secondary (stored as KEY.sec.*) and condition "
                    "view j on slerp/lerp(source, secondary, alpha_j)")
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             quality=args.quality,
             best_of=args.best_of,
             params=params,
+            store_embeddings=args.store_embeddings,
             interpolate=args.interpolate,
             alphas=args.alphas,
             pair_across=args.pair_across,

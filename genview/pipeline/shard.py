@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import json
 import posixpath
 import time
@@ -46,6 +47,7 @@ class ViewSettings:
     view_size: int | None = None
     alphas: list[float] | None = None  # set for interpolated views: view j uses alphas[j % len(alphas)]
     interpolation: str = "slerp"
+    store_embeddings: bool = False  # keep each source's condition embedding in its sample (KEY.emb.npy)
 
     def alpha(self, view: int) -> float | None:
         """The interpolation ratio of view `view` (None without interpolation)."""
@@ -301,6 +303,12 @@ def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, A
         meta["alphas"] = [settings.alpha(j) for j in range(len(item.encoded))]
         meta["interpolation"] = settings.interpolation
     members["json"] = json.dumps(meta, sort_keys=True).encode()
+    if settings.store_embeddings:
+        # The condition embedding, computed once per source, kept for reuse without the encoder
+        # (e.g. nearest-neighbour pairing or analysis); plain .npy so numpy alone reads it.
+        buffer = io.BytesIO()
+        np.save(buffer, item.embedding.numpy().astype(np.float32))
+        members["emb.npy"] = buffer.getvalue()
     return key, members, rows
 
 

@@ -11,7 +11,7 @@ from genview.generator.registry import model_names
 #: Spec fields that decide a store's content; a rerun into an existing store must agree on them.
 IDENTITY_FIELDS = (
     "source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of",
-    "interpolate", "alphas", "pair_across", "interpolation",
+    "interpolate", "alphas", "pair_across", "interpolation", "store_embeddings",
 )
 
 
@@ -35,6 +35,7 @@ class GenerateSpec(BaseModel):
     quality: int = Field(default=95, ge=1, le=100)
     best_of: int = Field(default=1, ge=1, le=64, description="candidates per view; the most similar is kept")
     params: dict[str, Any] = Field(default_factory=dict, description="model settings, e.g. truncation")
+    store_embeddings: bool = Field(default=False, description="keep each source's condition embedding as KEY.emb.npy")
     interpolate: bool = Field(default=False, description="condition views on a mix of the source and a secondary source")
     alphas: list[float] | None = Field(default=None, description="interpolation ratios, cycled over the K views")
     pair_across: str | None = Field(default=None, description="take the secondary from another value of this sources column")

@@ -183,3 +183,27 @@ def test_missing_weights_error_names_the_flag(tmp_path, image_folder):
         generate(spec_for(image_folder, tmp_path / "st", None), progress=False)
     with pytest.raises(WeightsNotFoundError, match="--weights"):
         generate(spec_for(image_folder, tmp_path / "st", str(tmp_path / "nowhere")), progress=False)
+
+
+def test_store_embeddings_keeps_each_sources_condition(tmp_path, image_folder, tiny_weights):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from genview.generator.registry import get_generator_class
+    from genview.pipeline.decode import decode_image
+
+    out = tmp_path / "emb"
+    generate(spec_for(image_folder, out, tiny_weights(), store_embeddings=True), progress=False)
+    assert Store(str(out)).spec["store_embeddings"] is True
+    members = _members(out / "shards" / "000000.tar")
+    emb = np.load(io.BytesIO(members["0000000000.emb.npy"]))
+    meta = json.loads(members["0000000000.json"])
+    generator = get_generator_class("icgan").from_pretrained(tiny_weights())
+    source = decode_image(open(meta["uri"], "rb").read(), min_side=256)
+    expected = generator.embed([source])[0].numpy()
+    assert emb.dtype == np.float32 and emb.shape == expected.shape
+    np.testing.assert_allclose(emb, expected, atol=1e-6)
+    assert verify_store(str(out)).ok
+    assert isinstance(Image.open(io.BytesIO(members["0000000000.v0.jpg"])), Image.Image)
