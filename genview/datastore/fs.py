@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import uuid
 
@@ -22,7 +23,8 @@ def join(*parts: str) -> str:
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     """Return True for the local filesystem."""
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
 
 
 def temp_name(final_path: str) -> str:
@@ -42,8 +44,6 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
 def commit(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
     """Move a finished temporary file to its final name (atomic rename on local disk)."""
     if is_local(fs):
-        import os
-
         os.replace(tmp, path)
     else:
         # Object stores have no rename: copy is server-side and the final object appears whole.

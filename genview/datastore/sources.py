@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from genview.datastore.fs import open_url
+from genview.datastore.fs import is_local, open_url
 
 #: Extensions treated as images (compared case-insensitively).
 IMAGE_EXTENSIONS = frozenset(
@@ -31,12 +31,7 @@ def is_image_name(name: str) -> bool:
 
 def _url(fs, path: str) -> str:
     """Return a path as the URL the rest of genview opens (protocol kept for object stores)."""
-    return fs.unstrip_protocol(path) if not _is_local(fs) else path
-
-
-def _is_local(fs) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocols or "local" in protocols
+    return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
 def _list_folder(fs, root: str) -> tuple[list[str], list[str | None]]:

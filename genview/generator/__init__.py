@@ -6,8 +6,9 @@ service validating a spec), the generators themselves only where a model runs.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from genview._lazy import lazy_exports
 
 _EXPORTS = {
     "RANDOM_WEIGHTS_MARKER": "genview.generator.base",
@@ -27,11 +28,6 @@ if TYPE_CHECKING:
     from genview.generator.seeding import torch_generator, view_seed
 
 
-def __getattr__(name: str) -> Any:
-    """Import an exported name on first use."""
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'genview.generator' has no attribute {name!r}")
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = sorted(_EXPORTS)

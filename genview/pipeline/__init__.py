@@ -6,8 +6,9 @@ service validates specs but never runs a model, and `genview --help` stays quick
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from genview._lazy import lazy_exports
 
 _EXPORTS = {
     "GenerateSpec": "genview.pipeline.spec",
@@ -22,11 +23,6 @@ if TYPE_CHECKING:
     from genview.pipeline.spec import GenerateSpec
 
 
-def __getattr__(name: str) -> Any:
-    """Import an exported name on first use."""
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'genview.pipeline' has no attribute {name!r}")
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = sorted(_EXPORTS)

@@ -126,6 +126,7 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
     store = Store(spec.out)
     if overwrite:
         store.clear()
+    store.prepare_dirs()
     if store.exists():
         recorded = store.spec
         diff = spec_differences(_comparable(recorded), _comparable(identity))
@@ -147,7 +148,6 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
                  for attempt in range(SECONDARY_CANDIDATES)]
         candidates = [list(dict.fromkeys(int(d[i]) for d in draws)) for i in range(sources.num_rows)]
         sources = sources.append_column("secondary_candidates", pa.array(candidates, pa.list_(pa.int64())))
-    store.prepare_dirs()
     store.write_sources(sources)
     store.write_header(identity, extra={"random_weights": identity["weights"]["random_init"]})
     return store, sources
@@ -178,7 +178,6 @@ def generate(
             f"--model {spec.model} is class-conditional and needs a label for every source: use an "
             "ImageFolder tree (label = first folder) or a list file with a label column"
         )
-    store.prepare_dirs()
     records = sources.to_pylist()
     if spec.interpolate:
         uri_of = {record["source_id"]: record["uri"] for record in records}
