@@ -1,9 +1,15 @@
 """Stable unCLIP (Stable Diffusion 2.1 unCLIP) as a view generator, on diffusers' StableUnCLIPImg2ImgPipeline.
 
 The seed paper (000, App. D) made its views with "Stable unCLIP source code", i.e. this diffusers
-pipeline, conditioned on the source's CLIP image embedding alone (empty prompt). It states no sampler
-settings, so the defaults below are the pipeline's own ``__call__`` defaults, which is what that
-code used unless told otherwise.
+pipeline, conditioned on the source's CLIP image embedding alone (empty prompt).
+
+The defaults of `UnCLIPSettings` are NOT what the seed ran. They are the pipeline's own ``__call__``
+defaults (20 steps, guidance 10, noise_level 0) on the checkpoint's own DDIM schedule, bf16 on CUDA,
+at whatever checkpoint ``--weights`` names. The seed's released script ran
+``stabilityai/stable-diffusion-2-1-unclip-small`` (ViT-L, 768-d) in fp16, DDIM rebuilt with
+``rescale_betas_zero_snr=True`` and ``timestep_spacing="trailing"``, eta 0, 10 steps, guidance 10,
+noise_level 0, on sources centre-cropped to 224, views resized to 224: the ``genssl-unclip`` recipe
+(`genview recipes show genssl-unclip`) carries exactly those values.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,12 +39,17 @@ from genview.generator.base import (
 from genview.generator.seeding import torch_generator
 
 PIPELINE_CLASS = "StableUnCLIPImg2ImgPipeline"
-PRESETS = ("tiny", "full")
+#: tiny: tests; full: stable-diffusion-2-1-unclip (OpenCLIP ViT-H, 1024-d); small: the -small checkpoint
+#: (OpenAI CLIP ViT-L/14, 768-d), which is what the first seed's released script ran.
+PRESETS = ("tiny", "full", "small")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# ddim: the sampler of Stability's unCLIP source, kept by diffusers' port (PR #2297) and its tests, so the
-# default reproduces the seed. dpm-solver++: a second-order multistep solver that needs fewer steps.
-# Both are rebuilt from the checkpoint's own scheduler config (betas, v-prediction).
-SCHEDULERS = ("ddim", "dpm-solver++")
+# ddim: the sampler of Stability's unCLIP source, kept by diffusers' port (PR #2297), and the seed's script's.
+# dpm-solver++: a second-order multistep solver that needs fewer steps. euler: Euler discrete (its
+# init_noise_sigma is not 1, so it also guards how supplied latents are scaled).
+# All are rebuilt from the checkpoint's own scheduler config (betas, v-prediction).
+SCHEDULERS = ("ddim", "dpm-solver++", "euler")
+#: diffusers' timestep_spacing values; None keeps the checkpoint's.
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 # Hub ids look like "owner/name"; anything else that does not exist on disk is a missing directory.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Random presets get an offline tokenizer: single bytes (word-inner and word-final) plus the two CLIP
@@ -49,13 +61,23 @@ _VOCAB_SIZE = 514
 
 @dataclasses.dataclass(frozen=True)
 class UnCLIPSettings:
-    """Sampling settings of one unCLIP generator; JSON-able, recorded in the store's spec."""
+    """Sampling settings of one unCLIP generator; JSON-able, recorded in the store's spec.
 
-    # Defaults = StableUnCLIPImg2ImgPipeline.__call__ defaults (diffusers), the seed's "source code":
+    Defaults are StableUnCLIPImg2ImgPipeline.__call__'s and the checkpoint's schedule, not the first
+    seed's settings (those are the ``genssl-unclip`` recipe: 10 steps, zero-SNR betas, trailing spacing).
+    """
+
     noise_level: int = 0  # no extra noise on the image embedding (diffusers default; model card: 0..1000)
     guidance_scale: float = 10.0  # diffusers default; > 1 turns classifier-free guidance on (2 UNet rows/view)
-    num_inference_steps: int = 20  # diffusers default
-    scheduler: str = "ddim"  # the checkpoint's own scheduler (see SCHEDULERS)
+    num_inference_steps: int = 20  # diffusers default (the seed's script: 10)
+    scheduler: str = "ddim"  # rebuilt from the checkpoint's scheduler config (see SCHEDULERS)
+    eta: float = 0.0  # DDIM's eta (diffusers default; the seed's --ddim_eta 0): 0 = deterministic
+    # The seed's script rebuilt DDIM with rescale_betas_zero_snr=True (zero terminal SNR, v-prediction).
+    rescale_betas_zero_snr: bool = False
+    timestep_spacing: str | None = None  # None = the checkpoint's ("leading" for SD 2.1); the seed: "trailing"
+    # Centre-crop the long edge and resize to this side before the CLIP processor (the seed: 224,
+    # its CenterCropLongEdge + Resize(224)); None hands the decoded source to the CLIP processor as is.
+    source_crop: int | None = None
     # None = the UNet's native size: sample_size 96 x VAE factor 8 = 768 px for SD 2.1 unCLIP (the seed's size).
     image_size: int | None = None
     # "auto": bfloat16 on CUDA where supported (fp16 otherwise), float32 on CPU.
@@ -74,6 +96,14 @@ class UnCLIPSettings:
             raise ValueError(f"unCLIP guidance_scale={self.guidance_scale}: must be >= 0")
         if int(self.noise_level) < 0:
             raise ValueError(f"unCLIP noise_level={self.noise_level}: must be >= 0")
+        if not 0.0 <= float(self.eta) <= 1.0:
+            raise ValueError(f"unCLIP eta={self.eta}: must be in [0, 1]")
+        if self.timestep_spacing is not None and self.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(
+                f"unCLIP timestep_spacing={self.timestep_spacing!r}: choose one of {', '.join(TIMESTEP_SPACINGS)}"
+            )
+        if self.source_crop is not None and int(self.source_crop) < 8:
+            raise ValueError(f"unCLIP source_crop={self.source_crop}: must be >= 8 (or None)")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "UnCLIPSettings":
@@ -91,20 +121,31 @@ class UnCLIPSettings:
 
 def _preset_configs(preset: str) -> dict[str, dict[str, Any]]:
     """Return the constructor configs of every component of a preset."""
-    if preset == "full":
-        # stabilityai/stable-diffusion-2-1-unclip (the "-h" model). UNet/VAE from the original LDM config
+    if preset in ("full", "small"):
+        # stabilityai/stable-diffusion-2-1-unclip (the "-h" model; "small": -unclip-small, the "-l" model). UNet/VAE from the original LDM config
         # (Stability-AI/stablediffusion configs/stable-diffusion/v2-1-stable-unclip-h-inference.yaml:
         # model_channels 320, channel_mult [1,2,4,4], attention_resolutions [4,2,1], num_res_blocks 2,
         # num_head_channels 64, context_dim 1024, adm_in_channels 2048, image_size 96, v-parameterization,
         # VAE ch 128 ch_mult [1,2,4,4]) mapped the way diffusers' create_unet_diffusers_config_from_ldm does.
         # Text encoder: OpenCLIP ViT-H/14 text tower, penultimate layer => 23 layers (as in SD 2.x).
         # Image encoder: OpenCLIP ViT-H/14 vision tower (1280 wide, 32 layers, patch 14, 1024-d projection).
-        embed_dim = 1024
-        return {
-            "image_encoder": dict(
+        # "small" (v2-1-stable-unclip-l-inference.yaml): the same UNet, VAE and text encoder with
+        # adm_in_channels 1536, and OpenAI CLIP ViT-L/14's vision tower (1024 wide, 24 layers, 16 heads,
+        # patch 14, quick_gelu, 768-d projection) as image encoder.
+        if preset == "full":
+            embed_dim = 1024
+            image_encoder = dict(
                 hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
                 image_size=224, patch_size=14, projection_dim=embed_dim, hidden_act="gelu", layer_norm_eps=1e-5,
-            ),
+            )
+        else:
+            embed_dim = 768
+            image_encoder = dict(
+                hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                image_size=224, patch_size=14, projection_dim=embed_dim, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+            )
+        return {
+            "image_encoder": image_encoder,
             "text_encoder": dict(
                 hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
                 max_position_embeddings=77, vocab_size=49408, projection_dim=512, hidden_act="gelu",
@@ -327,7 +368,7 @@ class UnCLIPGenerator(ViewGenerator):
     def __init__(self, pipe, settings: UnCLIPSettings, weights: WeightsInfo, device: torch.device,
                  random_marker: dict[str, Any] | None = None) -> None:
         """Wrap a loaded StableUnCLIPImg2ImgPipeline (already on `device`) with resolved settings."""
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
         self.pipe = pipe
         self.weights = weights
@@ -337,13 +378,24 @@ class UnCLIPGenerator(ViewGenerator):
         self._dtype = _resolve_dtype(settings.dtype, device)
         pipe.set_progress_bar_config(disable=True)
 
-        # One scheduler per name, built from the checkpoint's own schedule (betas, v-prediction).
+        # One scheduler per name, built from the checkpoint's own schedule (betas, v-prediction), with the
+        # seed's optional overrides (zero-terminal-SNR betas, trailing spacing) when asked for.
         base = dict(pipe.scheduler.config)
+        overrides: dict[str, Any] = {}
+        if settings.rescale_betas_zero_snr:
+            overrides["rescale_betas_zero_snr"] = True
+        if settings.timestep_spacing is not None:
+            overrides["timestep_spacing"] = settings.timestep_spacing
         if settings.scheduler == "ddim":
-            pipe.scheduler = DDIMScheduler.from_config(base)
+            pipe.scheduler = DDIMScheduler.from_config(base, **overrides)
+        elif settings.scheduler == "euler":
+            pipe.scheduler = EulerDiscreteScheduler.from_config(base, **overrides)
         else:
-            pipe.scheduler = DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", solver_order=2)
+            pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+                base, algorithm_type="dpmsolver++", solver_order=2, **overrides
+            )
 
+        _pin_supplied_latents(pipe)
         limit = pipe.image_noising_scheduler.config.num_train_timesteps
         if not 0 <= int(settings.noise_level) < limit:
             raise ValueError(f"unCLIP noise_level={settings.noise_level}: must be in [0, {limit - 1}]")
@@ -443,6 +495,10 @@ class UnCLIPGenerator(ViewGenerator):
         out.update(image_size=self._image_size, dtype=_dtype_name(self._dtype), compile=bool(
             self._settings.compile and self._device.type == "cuda"))
         out["guidance_scale"] = float(out["guidance_scale"])
+        out["eta"] = float(out["eta"])
+        out["rescale_betas_zero_snr"] = bool(out["rescale_betas_zero_snr"])
+        # The spacing in force, resolved from the checkpoint when not overridden.
+        out["timestep_spacing"] = self.pipe.scheduler.config.get("timestep_spacing", out["timestep_spacing"])
         out["noise_level"] = int(out["noise_level"])
         out["num_inference_steps"] = int(out["num_inference_steps"])
         return out
@@ -478,6 +534,8 @@ class UnCLIPGenerator(ViewGenerator):
             arrays = list(images.permute(0, 2, 3, 1).cpu().numpy())
         else:
             arrays = [np.array(img.convert("RGB")) for img in images]
+        if self._settings.source_crop is not None:
+            arrays = [_centre_crop_resize(a, int(self._settings.source_crop)) for a in arrays]
         if not arrays:
             return torch.zeros(0, self.embedding_dim)
         pixels = self.pipe.feature_extractor(images=arrays, return_tensors="pt").pixel_values
@@ -529,7 +587,10 @@ class UnCLIPGenerator(ViewGenerator):
         side = self._image_size // pipe.vae_scale_factor
         shape = (1, pipe.unet.config.in_channels, side, side)
         latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
-        # Supplied latents skip the pipeline's init_noise_sigma scaling; apply it here (1.0 for DDIM and DPM++).
+        # x_T = N(0, I) * init_noise_sigma (1 for DDIM / DPM++, ~14.6 for Euler on SD 2.1), applied here once.
+        # Whether the pipeline scales supplied latents again depends on the diffusers version (older ones
+        # always call prepare_latents, which multiplies; 0.42 skips it when latents are given), so
+        # `_pin_supplied_latents` makes prepare_latents pass supplied latents through unchanged.
         latents = (latents * pipe.scheduler.init_noise_sigma).to(device=self._device, dtype=self._dtype)
 
         prompt = self._empty_prompt_embeds().expand(batch, -1, -1)
@@ -543,6 +604,7 @@ class UnCLIPGenerator(ViewGenerator):
             width=self._image_size,
             num_inference_steps=int(s.num_inference_steps),
             guidance_scale=float(s.guidance_scale),
+            eta=float(s.eta),  # used by DDIM only; with eta > 0 its noise comes from the rows' generators
             noise_level=int(s.noise_level),
             generator=generators,
             latents=latents,
@@ -560,11 +622,41 @@ class UnCLIPGenerator(ViewGenerator):
         return self._empty_prompt
 
 
+def _pin_supplied_latents(pipe) -> None:
+    """Make ``pipe.prepare_latents`` return supplied latents as given (already scaled by init_noise_sigma).
+
+    Without latents it still draws and scales them as diffusers does; genview always supplies them.
+    """
+    original = pipe.prepare_latents
+
+    def prepare_latents(batch_size, num_channels_latents, height, width, dtype, device, generator, latents=None):
+        if latents is None:
+            return original(batch_size, num_channels_latents, height, width, dtype, device, generator, latents)
+        return latents.to(device=device, dtype=dtype)
+
+    pipe.prepare_latents = prepare_latents
+
+
+def _centre_crop_resize(array: np.ndarray, side: int) -> np.ndarray:
+    """Centre-crop an HxWx3 image to a square on its short side and resize it to `side` (bilinear).
+
+    The first seed's source preprocessing (ic_gan's CenterCropLongEdge, then torchvision Resize).
+    """
+    height, width = array.shape[:2]
+    short = min(height, width)
+    top, left = (height - short) // 2, (width - short) // 2
+    square = Image.fromarray(np.ascontiguousarray(array[top : top + short, left : left + short]))
+    return np.array(square.resize((side, side), Image.BILINEAR))
+
+
 def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """Return the compute dtype: half precision only on CUDA (bf16 where supported), float32 elsewhere."""
     if name != "auto":
-        if device.type != "cuda" and name != "float32":
-            raise ValueError(f"unCLIP dtype={name}: half precision is for CUDA; use float32 on {device.type}")
+        if device.type not in ("cuda", "meta") and name != "float32":
+            # Half precision is a CUDA speed-up (CPU fp16 kernels are slow or missing): run and record float32,
+            # as IC-GAN does, so a recipe that names fp16 still runs on a CPU.
+            warnings.warn(f"unCLIP dtype={name} applies on CUDA only; running {device.type} in float32")
+            return torch.float32
         return DTYPES[name]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

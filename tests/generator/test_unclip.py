@@ -50,7 +50,8 @@ def test_generate_shape_dtype_and_params(tiny, sources):
     assert views.float().std() > 1.0  # an image, not a constant
     assert tiny.params == {
         "noise_level": 100, "guidance_scale": 10.0, "num_inference_steps": 3, "scheduler": "ddim",
-        "image_size": 32, "dtype": "float32", "compile": False,
+        "image_size": 32, "dtype": "float32", "compile": False, "eta": 0.0, "rescale_betas_zero_snr": False,
+        "timestep_spacing": "leading", "source_crop": None,
     }
     desc = tiny.describe()
     assert desc["model"] == "unclip" and desc["weights"]["random_init"] and desc["weights"]["preset"] == "tiny"
@@ -159,10 +160,69 @@ def test_image_size_and_bad_params(sources):
     with pytest.raises(ValueError, match="unknown unCLIP param"):
         UnCLIPGenerator.from_preset("tiny", truncation=0.5)
     with pytest.raises(ValueError, match="scheduler"):
-        UnCLIPGenerator.from_preset("tiny", scheduler="euler")
+        UnCLIPGenerator.from_preset("tiny", scheduler="heun")
+    with pytest.raises(ValueError, match="timestep_spacing"):
+        UnCLIPGenerator.from_preset("tiny", timestep_spacing="sideways")
     with pytest.raises(ValueError, match="noise_level"):
         UnCLIPGenerator.from_preset("tiny", noise_level=1000)
     with pytest.raises(ValueError, match="preset"):
         UnCLIPGenerator.from_preset("huge")
     with pytest.raises(ValueError, match="embeddings"):
         gen.generate(torch.zeros(1, 7), [0])
+
+
+def test_supplied_latents_scaled_by_init_noise_sigma_once(sources):
+    """Euler's init_noise_sigma is ~14.6 on SD's schedule: the first UNet step must see randn * sigma, not * sigma**2."""
+    from genview.generator.seeding import torch_generator
+
+    gen = UnCLIPGenerator.from_preset("tiny", seed=0, scheduler="euler", num_inference_steps=2)
+    sigma = float(gen.pipe.scheduler.init_noise_sigma)
+    assert sigma > 10.0
+    side = gen.image_size // gen.pipe.vae_scale_factor
+    expected = torch.randn((1, 4, side, side), generator=torch_generator(11)) * sigma
+    # Whatever the diffusers version, prepare_latents must not scale supplied latents a second time.
+    passed = gen.pipe.prepare_latents(1, 4, 32, 32, torch.float32, torch.device("cpu"), None, latents=expected)
+    torch.testing.assert_close(passed, expected)
+    seen = []
+    scheduler = gen.pipe.scheduler
+    original = scheduler.scale_model_input
+
+    def spy(sample, timestep):
+        seen.append(sample.clone())
+        return original(sample, timestep)
+
+    scheduler.scale_model_input = spy
+    gen.generate(gen.embed(sources[:1]), [11])
+    # Guided: the first UNet input is [x_T, x_T] (unconditional and conditional rows).
+    torch.testing.assert_close(seen[0], torch.cat([expected, expected]))
+
+
+def test_seed_scheduler_overrides_and_source_crop(sources):
+    gen = UnCLIPGenerator.from_preset(
+        "tiny", seed=0, num_inference_steps=2, rescale_betas_zero_snr=True, timestep_spacing="trailing", source_crop=24
+    )
+    config = gen.pipe.scheduler.config
+    assert config.rescale_betas_zero_snr is True and config.timestep_spacing == "trailing"
+    # Zero terminal SNR: the last cumulative alpha is 0 (it is ~0.0047 on SD 2.1's own schedule).
+    assert float(gen.pipe.scheduler.alphas_cumprod[-1]) == pytest.approx(0.0, abs=1e-9)
+    params = gen.params
+    assert (params["rescale_betas_zero_snr"], params["timestep_spacing"], params["eta"], params["source_crop"]) == (
+        True, "trailing", 0.0, 24)
+    # source_crop: a centre square, resized; the same image cropped by hand embeds the same.
+    image = Image.fromarray(sources[0].permute(1, 2, 0).numpy())  # 48 wide x 40 high
+    by_hand = image.crop((4, 0, 44, 40)).resize((24, 24), Image.BILINEAR)
+    plain = UnCLIPGenerator.from_preset("tiny", seed=0, num_inference_steps=2)
+    torch.testing.assert_close(gen.embed([image]), plain.embed([by_hand]))
+    default = UnCLIPGenerator.from_preset("tiny", seed=0).params
+    assert (default["num_inference_steps"], default["rescale_betas_zero_snr"], default["timestep_spacing"]) == (20, False, "leading")
+
+
+def test_small_preset_is_vit_l_768():
+    small = UnCLIPGenerator.from_preset("small", device="meta")
+    encoder = small.pipe.image_encoder.config
+    assert small.embedding_dim == 768
+    assert (encoder.hidden_size, encoder.num_hidden_layers, encoder.patch_size) == (1024, 24, 14)
+    assert small.pipe.unet.config.projection_class_embeddings_input_dim == 1536
+    assert small.image_size == 768
+    full = UnCLIPGenerator.from_preset("full", device="meta")
+    assert full.embedding_dim == 1024 and full.pipe.image_encoder.config.num_hidden_layers == 32
