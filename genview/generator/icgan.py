@@ -7,10 +7,14 @@ On disk (ic_gan's release layout, read by ``from_pretrained`` and written by ``s
     DIR/swav_800ep_pretrain.pth.tar   IC-GAN's encoder: SwAV ResNet-50 (keys "module.*")
     DIR/resnet50-19c8e357.pth         CC-IC-GAN's encoder: torchvision supervised ResNet-50
 
-Noise: ``z = truncation * N(0, I)`` drawn per row from ``torch_generator(seed)`` on the CPU.
-This is ic_gan's ``z_var`` (``inference/generate_images.py`` and ``prepare_z_y`` call
-``normal_(0, std=z_var)``) and the sigma of DA IC-GAN (0.8 for IC-GAN, 1.0 for CC-IC-GAN).
-ic_gan's Colab notebook instead draws ``truncnorm(-2t, 2t)``; that is not what DA IC-GAN used.
+Noise, per row from ``torch_generator(seed)`` on the CPU, by ``truncation_mode``:
+
+* ``"scaled"`` (default): ``z = truncation * N(0, I)``. This is ic_gan's ``z_var``
+  (``inference/generate_images.py`` and ``prepare_z_y`` call ``normal_(0, std=z_var)``) and the
+  sigma of DA IC-GAN (0.8 for IC-GAN, 1.0 for CC-IC-GAN).
+* ``"truncated"``: ``z ~ N(0, I)`` truncated to ``[-2 t, 2 t]`` (unit scale), what ic_gan's demo
+  notebook (``truncnorm.rvs(-2*truncation, 2*truncation)``) and the first seed's released IC-GAN
+  script (truncation 0.7) draw. Sampled by inverse CDF in float64, so one uniform per entry.
 """
 
 from __future__ import annotations
@@ -53,6 +57,22 @@ GENERATOR_FILE = "G_ema_best.pth"
 STATE_FILE = "state_dict_best.pth"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: How z is drawn from the truncation value (see the module docstring).
+TRUNCATION_MODES = ("scaled", "truncated")
+
+
+def truncated_normal(size: int, bound: float, generator: torch.Generator) -> torch.Tensor:
+    """Return `size` float32 draws of N(0, 1) truncated to [-bound, bound] (scipy's truncnorm(-b, b)).
+
+    Inverse CDF: u ~ U(Phi(-b), Phi(b)), z = Phi^-1(u), in float64; bound 0 gives zeros.
+    """
+    if bound <= 0:
+        return torch.zeros(size)
+    uniform = torch.rand(size, generator=generator, dtype=torch.float64)
+    low = torch.special.ndtr(torch.tensor(-bound, dtype=torch.float64))
+    high = torch.special.ndtr(torch.tensor(bound, dtype=torch.float64))
+    z = torch.special.ndtri(low + uniform * (high - low))
+    return z.clamp(-bound, bound).float()
 
 
 @contextlib.contextmanager
@@ -169,7 +189,7 @@ class _ICGANBase(ViewGenerator):
     default_feature_extractor: ClassVar[str]
     default_truncation: ClassVar[float]
     #: Names the user can pass as ``**params``.
-    param_names: ClassVar[tuple[str, ...]] = ("truncation", "dtype", "channels_last")
+    param_names: ClassVar[tuple[str, ...]] = ("truncation", "truncation_mode", "dtype", "channels_last")
 
     def __init__(
         self,
@@ -179,6 +199,7 @@ class _ICGANBase(ViewGenerator):
         feature_extractor: str,
         device: str | torch.device = "cpu",
         truncation: float | None = None,
+        truncation_mode: str = "scaled",
         dtype: str = "float32",
         channels_last: bool = True,
     ):
@@ -196,6 +217,8 @@ class _ICGANBase(ViewGenerator):
         truncation = self.default_truncation if truncation is None else float(truncation)
         if not math.isfinite(truncation) or truncation < 0:
             raise ValueError(f"truncation must be a finite number >= 0, got {truncation}")
+        if truncation_mode not in TRUNCATION_MODES:
+            raise ValueError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {truncation_mode!r}")
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         self._device = torch.device(device)
@@ -205,6 +228,7 @@ class _ICGANBase(ViewGenerator):
             dtype = "float32"
         self._dtype_name = dtype
         self._truncation = truncation
+        self._truncation_mode = truncation_mode
         self._channels_last = bool(channels_last) and self._device.type == "cuda"
         self.feature_extractor = feature_extractor
         self.weights = weights
@@ -332,7 +356,7 @@ class _ICGANBase(ViewGenerator):
     @property
     def params(self) -> dict[str, Any]:
         """Generation settings in force."""
-        return {"truncation": self._truncation, "dtype": self._dtype_name}
+        return {"truncation": self._truncation, "truncation_mode": self._truncation_mode, "dtype": self._dtype_name}
 
     @property
     def image_size(self) -> int:
@@ -384,11 +408,13 @@ class _ICGANBase(ViewGenerator):
             return F.normalize(feats.float(), dim=1).cpu()
 
     def sample_z(self, seeds: Sequence[int]) -> torch.Tensor:
-        """Return z [B, z_dim] (CPU): row i is ``truncation * N(0, I)`` from ``torch_generator(seeds[i])``."""
+        """Return z [B, z_dim] (CPU), row i from ``torch_generator(seeds[i])`` as ``truncation_mode`` says."""
         z_dim = self.network.config.z_dim
-        rows = [torch.randn(z_dim, generator=torch_generator(seed)) for seed in seeds]
-        if not rows:
+        if not seeds:
             return torch.empty(0, z_dim)
+        if self._truncation_mode == "truncated":
+            return torch.stack([truncated_normal(z_dim, 2.0 * self._truncation, torch_generator(s)) for s in seeds])
+        rows = [torch.randn(z_dim, generator=torch_generator(seed)) for seed in seeds]
         return torch.stack(rows) * self._truncation
 
     def _check_labels(self, labels: torch.Tensor | Sequence[int] | None, batch: int) -> torch.Tensor | None:

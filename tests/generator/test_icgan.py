@@ -83,7 +83,7 @@ def test_registry_and_class_settings():
     assert get_generator_class("icgan") is ICGANGenerator
     assert get_generator_class("cc-icgan") is CCICGANGenerator
     assert CCICGANGenerator.needs_labels and not ICGANGenerator.needs_labels
-    assert ICGANGenerator.from_preset("tiny").params == {"truncation": 0.8, "dtype": "float32"}
+    assert ICGANGenerator.from_preset("tiny").params == {"truncation": 0.8, "truncation_mode": "scaled", "dtype": "float32"}
     assert CCICGANGenerator.from_preset("tiny").params["truncation"] == 1.0
 
 
@@ -284,3 +284,22 @@ def test_ic_gan_state_file_with_python_objects_loads(tmp_path):
     torch.save(state, tmp_path / STATE_FILE)
     with pytest.warns(UserWarning, match="full unpickling"):
         ICGANGenerator.from_pretrained(str(tmp_path))
+
+
+def test_truncation_mode_truncated_matches_ic_gan_demo():
+    """truncated: N(0, 1) cut to [-2t, 2t] at unit scale (ic_gan's demo, seed 000's script with t=0.7)."""
+    from scipy import stats
+
+    gen = ICGANGenerator.from_preset("tiny", seed=0, truncation=0.7, truncation_mode="truncated")
+    assert gen.params["truncation_mode"] == "truncated"
+    z = gen.sample_z(list(range(400))).double().flatten()
+    assert float(z.abs().max()) <= 1.4 + 1e-6
+    # Same distribution as scipy's truncnorm(-1.4, 1.4) (KS test), unlike 0.7 * N(0, 1) (std 0.7).
+    assert stats.kstest(z.numpy(), stats.truncnorm(-1.4, 1.4).cdf).pvalue > 0.01
+    assert abs(float(z.std()) - stats.truncnorm(-1.4, 1.4).std()) < 0.02
+    scaled = ICGANGenerator.from_preset("tiny", seed=0, truncation=0.7).sample_z(list(range(400))).double().flatten()
+    assert stats.kstest(scaled.numpy(), stats.truncnorm(-1.4, 1.4).cdf).pvalue < 1e-6
+    # Deterministic per seed, independent of the batch.
+    torch.testing.assert_close(gen.sample_z([5]), gen.sample_z([3, 5])[1:])
+    with pytest.raises(ValueError, match="truncation_mode"):
+        ICGANGenerator.from_preset("tiny", truncation_mode="clamped")
