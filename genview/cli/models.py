@@ -9,6 +9,9 @@ from genview.cli.generate import parse_param
 from genview.generator.base import write_random_marker
 from genview.generator.registry import get_generator_class, model_names
 
+#: Presets `models init / info` accept; `small` exists for unclip only (the model says so otherwise).
+PRESETS = ["tiny", "full", "small"]
+
 
 def add_parsers(sub, formatter) -> None:
     """Add the `models` verb and its sub-verbs."""
@@ -32,7 +35,9 @@ def add_parsers(sub, formatter) -> None:
         formatter_class=formatter,
     )
     q.add_argument("name", choices=model_names(), help="model")
-    q.add_argument("--preset", choices=["tiny", "full"], default="tiny", help="tiny: CPU-sized; full: the published architecture")
+    q.add_argument("--preset", choices=PRESETS, default="tiny",
+                   help="tiny: CPU-sized; full: the published architecture; small: unclip only, the "
+                   "stable-diffusion-2-1-unclip-small architecture (CLIP ViT-L, 768-d), the first seed's model")
     q.add_argument("--out", required=True, help="folder to write")
     q.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     q.set_defaults(handler=run_init)
@@ -45,7 +50,8 @@ def add_parsers(sub, formatter) -> None:
         formatter_class=formatter,
     )
     q.add_argument("name", choices=model_names(), help="model")
-    q.add_argument("--preset", choices=["tiny", "full"], default="full", help="architecture size")
+    q.add_argument("--preset", choices=PRESETS, default="full",
+                   help="architecture: full (published), small (unclip-small: ViT-L, 768-d), tiny")
     q.add_argument("--k", type=int, default=10, help="views per source (the encoder's per-source share)")
     q.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
                    help="generator setting, e.g. num_inference_steps=50, guidance_scale=1, image_size=512")

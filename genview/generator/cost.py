@@ -121,7 +121,11 @@ def view_cost(
         return _unclip_cost(preset, encoder_calls, params)
     if model_name in ("icgan", "cc-icgan"):
         return _icgan_cost(model_name, preset, encoder_calls, params)
-    raise ValueError(f"view_cost knows unclip, icgan, cc-icgan; got {model_name!r}")
+    if model_name == "eldm":
+        return _eldm_cost(preset, encoder_calls, params)
+    from genview.generator.registry import model_names
+
+    raise ValueError(f"view_cost knows {', '.join(model_names())}; got {model_name!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,6 +234,62 @@ def _icgan_cost(model_name: str, preset: str, encoder_calls: float, params: dict
     )
     settings["image_size"] = int(cfg.resolution)
     return CostReport(model_name, preset, settings, stages)
+
+
+# --------------------------------------------------------------------------------------------------
+# E-LDM (Gen-SIS)
+# --------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def _meta_eldm(preset: str):
+    """Return a meta-device E-LDM of `preset` (built once per process: shapes only)."""
+    from genview.generator.eldm import ELDMGenerator
+
+    return ELDMGenerator.from_preset(preset, device="meta")
+
+
+def _eldm_cost(preset: str, encoder_calls: float, params: dict[str, Any]) -> CostReport:
+    """Cost of one E-LDM view: DINO encoder, UNet x steps (x2 rows with guidance != 1), VQ decoder."""
+    from genview.generator.eldm import ELDMGenerator
+
+    base = _meta_eldm(preset)
+    # A generator over the shared meta networks validates `params` and resolves the guidance preset.
+    gen = ELDMGenerator(
+        base.vqvae, base.unet, base.projection, base.encoder, base.scheduler_config, base.weights,
+        latent_scale=base.latent_scale, device="meta", **params,
+    )  # fmt: skip
+    settings = dict(gen.params)
+    meta = torch.device("meta")
+    steps = int(settings["steps"])
+    rows = 2 if float(settings["guidance_scale"]) != 1.0 else 1  # the generator's CFG rule
+    crop = int(gen.encoder.preprocess.crop)
+    unet = gen.unet
+    side = int(unet.config.sample_size)
+    channels = int(unet.config.in_channels)
+    width = int(unet.config.cross_attention_dim)
+    denoiser_flops = count_flops(
+        unet, torch.empty(rows, channels, side, side, device=meta), torch.tensor(500, device=meta),
+        encoder_hidden_states=torch.empty(rows, 1, width, device=meta),
+    )  # fmt: skip
+    latent_channels = int(gen.vqvae.config.latent_channels)
+    decoder_flops = count_flops(gen.vqvae.decode, torch.empty(1, latent_channels, side, side, device=meta))
+    encoder_flops = count_flops(gen.encoder.network, torch.empty(1, 3, crop, crop, device=meta))
+    stages = (
+        StageCost(
+            "encoder", count_params(gen.encoder.network), encoder_flops, encoder_calls,
+            f"{gen.encoder.kind} encoder at {crop} px: once per source (shared by k views) + once per view to score it",
+        ),
+        StageCost(
+            "denoiser", count_params(unet, gen.projection), denoiser_flops, float(steps),
+            f"UNet, {rows} row(s) per step ({'guided: conditional + null' if rows == 2 else 'no guidance'})",
+        ),
+        StageCost(
+            "decoder", count_params(gen.vqvae.decoder, gen.vqvae.post_quant_conv, gen.vqvae.quantize),
+            decoder_flops, 1.0, "VQ-f4 decoder, latents to pixels",
+        ),
+    )
+    settings["image_size"] = int(gen.image_size)
+    return CostReport("eldm", preset, settings, stages)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -100,3 +100,33 @@ def test_flop_table_formats_rows():
     assert "A100 @ 100%" in head and "H100 @ 40%" in head and "seed, measured" in head
     assert "| unCLIP 768 px, 20 steps, guidance 10 | " in text and "| 2.0 |" in text
     assert "the seed's 2.0 views/s is" in text and "| denoiser |" in text
+
+
+def test_every_registered_model_has_a_cost():
+    from genview.generator.registry import model_names
+
+    for name in model_names():
+        report = view_cost(name, "tiny")
+        assert report.flops_per_view > 0 and report.total_params > 0, name
+
+
+def test_eldm_flops_scale_with_steps_and_guidance():
+    base = view_cost("eldm", "tiny", steps=10)
+    more = view_cost("eldm", "tiny", steps=20)
+    plain = view_cost("eldm", "tiny", steps=10, guidance_scale=1.0)
+    assert base.settings["guidance_scale"] == 6.0  # Gen-SIS ImageNet preset
+    assert view_cost("eldm", "tiny", guidance_preset="pathology").settings["guidance_scale"] == 1.75
+    unet = base.stage("denoiser")
+    assert unet.calls_per_view == 10 and more.stage("denoiser").flops_per_view == 2 * unet.flops_per_view
+    assert unet.flops_per_call == 2 * plain.stage("denoiser").flops_per_call
+    assert base.stage("decoder") == more.stage("decoder") and base.stage("encoder") == plain.stage("encoder")
+    with pytest.raises(ValueError, match="unknown eldm params"):
+        view_cost("eldm", "tiny", truncation=1.0)
+
+
+def test_unclip_small_preset_cost():
+    small = view_cost("unclip", "small", num_inference_steps=10)
+    full = view_cost("unclip", "full", num_inference_steps=10)
+    # ViT-L (~304 M) instead of OpenCLIP ViT-H (~632 M); the UNet differs only in its 1536-d class projection.
+    assert 290e6 < small.stage("encoder").params < 320e6 < full.stage("encoder").params
+    assert small.stage("decoder").flops_per_call == full.stage("decoder").flops_per_call
