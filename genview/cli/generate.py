@@ -78,13 +78,14 @@ def add_parsers(sub, formatter) -> None:
                    help="keep each source's condition embedding in its sample as KEY.emb.npy (float32, numpy format)")
     p.add_argument("--interpolate", action="store_true",
                    help="Gen-SIS interpolated views: pair each source with a secondary (stored as KEY.sec.*) and condition "
-                   "view j on slerp/lerp(source, secondary, alpha_j)")
+                   "view j on alpha_j * source + (1 - alpha_j) * secondary (lerp, Gen-SIS; or slerp)")
     p.add_argument("--alphas", type=parse_alphas, metavar="A,B,…",
-                   help="interpolation ratios cycled over the K views (default: the model preset's, else 0.5; "
-                   "Gen-SIS pathology: 0.2,0.4,0.6,0.8)")
+                   help="Gen-SIS alpha per view, cycled over the K views: the weight of the SOURCE (primary) embedding, "
+                   "stored as primary_weight (default: the model preset's, else 0.5; Gen-SIS pathology: 0.2,0.4,0.6,0.8)")
     p.add_argument("--pair-across", metavar="COLUMN",
                    help="take the secondary from a different value of this sources column (e.g. a slide id from the list file, or label)")
-    p.add_argument("--interpolation", choices=["slerp", "lerp"], default="slerp", help="how embeddings are mixed")
+    p.add_argument("--interpolation", choices=["slerp", "lerp"], default="lerp",
+                   help="how embeddings are mixed (default lerp, as Gen-SIS, supplement 9.4)")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
     p.add_argument("--io-threads", type=int, default=4, help="threads for reading, decoding and encoding (per worker)")
     p.add_argument("--ray-address", metavar="ADDR",

@@ -21,7 +21,9 @@ MANIFEST_SCHEMA = pa.schema(
         ("seed", pa.int64()),
         ("status", pa.string()),
         ("error", pa.string()),
-        ("alpha", pa.float32()),
+        # Gen-SIS's alpha: the weight of the primary (source) in the view's condition. Format v1 stores
+        # had "alpha" = the weight of the secondary (1 - primary_weight).
+        ("primary_weight", pa.float32()),
         ("secondary_id", pa.int64()),
         ("similarity", pa.float32()),
         ("width", pa.int32()),

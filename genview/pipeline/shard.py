@@ -45,12 +45,14 @@ class ViewSettings:
     format: str = "jpg"
     quality: int = 95
     view_size: int | None = None
-    alphas: list[float] | None = None  # set for interpolated views: view j uses alphas[j % len(alphas)]
-    interpolation: str = "slerp"
+    # Gen-SIS's alpha, the weight of the PRIMARY (source) embedding: view j is conditioned on
+    # alpha_j * e_source + (1 - alpha_j) * e_secondary (lerp; slerp likewise), alpha_j = alphas[j % len(alphas)].
+    alphas: list[float] | None = None
+    interpolation: str = "lerp"
     store_embeddings: bool = False  # keep each source's condition embedding in its sample (KEY.emb.npy)
 
     def alpha(self, view: int) -> float | None:
-        """The interpolation ratio of view `view` (None without interpolation)."""
+        """Gen-SIS's alpha of view `view`: the weight of the primary (None without interpolation)."""
         return None if not self.alphas else float(self.alphas[view % len(self.alphas)])
 
 
@@ -180,8 +182,9 @@ def generate_stage(
         conditions = embeddings
         if settings.alphas:
             secondaries = torch.stack([it.secondary.embedding for it, _, _ in batch])
-            alphas = [settings.alpha(j) for _, j, _ in batch]
-            conditions = interpolate(embeddings, secondaries, alphas, settings.interpolation)
+            # interpolate(p, s, t) weights the secondary by t; Gen-SIS's alpha weights the primary.
+            secondary_weights = [1.0 - settings.alpha(j) for _, j, _ in batch]
+            conditions = interpolate(embeddings, secondaries, secondary_weights, settings.interpolation)
         seeds = [view_seed(settings.seed, it.record["source_id"], j, c) for it, j, c in batch]
         labels = None
         if generator.needs_labels:
@@ -284,7 +287,7 @@ def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, A
                 "width": width,
                 "height": height,
                 "bytes": len(data),
-                "alpha": settings.alpha(j),
+                "primary_weight": settings.alpha(j),
                 "secondary_id": interpolated.get("secondary_id"),
             }
         )
@@ -300,7 +303,8 @@ def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, A
         **interpolated,
     }
     if interpolated:
-        meta["alphas"] = [settings.alpha(j) for j in range(len(item.encoded))]
+        # Gen-SIS's alpha per view (weight of the primary); v1 stores wrote "alphas" = weight of the secondary.
+        meta["primary_weights"] = [settings.alpha(j) for j in range(len(item.encoded))]
         meta["interpolation"] = settings.interpolation
     members["json"] = json.dumps(meta, sort_keys=True).encode()
     if settings.store_embeddings:

@@ -37,9 +37,14 @@ class GenerateSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="model settings, e.g. truncation")
     store_embeddings: bool = Field(default=False, description="keep each source's condition embedding as KEY.emb.npy")
     interpolate: bool = Field(default=False, description="condition views on a mix of the source and a secondary source")
-    alphas: list[float] | None = Field(default=None, description="interpolation ratios, cycled over the K views")
+    alphas: list[float] | None = Field(
+        default=None,
+        description="Gen-SIS alpha per view, cycled over the K views: the weight of the source (primary) embedding; "
+        "the secondary gets 1 - alpha",
+    )
     pair_across: str | None = Field(default=None, description="take the secondary from another value of this sources column")
-    interpolation: Literal["slerp", "lerp"] = "slerp"
+    # Gen-SIS interpolates linearly (its supplement, 9.4); slerp is an option.
+    interpolation: Literal["slerp", "lerp"] = "lerp"
     io_threads: int = Field(default=4, ge=1, le=64, description="read/decode/encode threads per worker")
     # Where the shards run (not identity: any backend makes the same views).
     ray_address: str | None = Field(default=None, description="Ray cluster address (auto, HOST:PORT, ray://...)")

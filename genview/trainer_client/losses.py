@@ -1,9 +1,10 @@
 """Losses the seeds train with: SimCLR's NT-Xent and Gen-SIS's disentanglement losses (seed 003).
 
 Gen-SIS's ``alpha`` is the weight of the primary image (Alg. 1: ``alpha * teach_1 + (1 - alpha) *
-teach_2``; Eq. 8: alpha on the f_1 term). Here it is called ``primary_weight``. genview stores the
-weight of the secondary as ``alpha`` (lerp(e1, e2, a) = (1 - a) e1 + a e2), so pass the triplet's
-``primary_weight`` (= 1 - alpha), not its ``alpha``.
+teach_2``; Eq. 8: alpha on the f_1 term). Here it is called ``primary_weight``, the name genview's
+stores use too (manifest column and sample json ``primary_weights``), so pass the triplet's
+``primary_weight``. (Format v1 stores wrote the secondary's weight as ``alpha``; the trainer
+client converts those on reading.)
 """
 
 from __future__ import annotations

@@ -196,15 +196,26 @@ class SinglePolicy:
         }
 
 
+def stored_primary_weights(meta: dict[str, Any]) -> list[float] | None:
+    """Return a sample's per-view primary weights (Gen-SIS alpha): ``primary_weights``, or 1 - v1's ``alphas``."""
+    if meta.get("primary_weights") is not None:
+        return [float(w) for w in meta["primary_weights"]]
+    if meta.get("alphas") is not None:
+        # Format v1 wrote the weight of the secondary under "alphas".
+        return [1.0 - float(a) for a in meta["alphas"]]
+    return None
+
+
 class TripletPolicy:
     """Gen-SIS interpolation triplets (seed 003, Alg. 1): primary, secondary, interpolated view, alpha.
 
-    For stores made with ``--interpolate``: view j of a source is generated from the interpolated
-    condition lerp/slerp(e_primary, e_secondary, alphas[j]) -- genview's alpha is the weight of the
-    SECONDARY ((1 - a) * primary + a * secondary). Gen-SIS writes its loss with alpha as the weight of
-    the primary (Alg. 1: alpha * teach_1 + (1 - alpha) * teach_2), so each triplet also carries
-    ``primary_weight = 1 - alpha``, which is what ``losses.disentanglement_*`` take.
-    One eligible view is drawn per epoch (optionally only views whose alpha is in ``alphas``).
+    For stores made with ``--interpolate``: view j of a source is generated from the condition
+    ``w_j * e_primary + (1 - w_j) * e_secondary`` (lerp; slerp likewise), ``w_j`` = the sample's
+    ``primary_weights[j]``: Gen-SIS's alpha (Alg. 1: alpha * teach_1 + (1 - alpha) * teach_2), which is
+    what ``losses.disentanglement_*`` take. Format v1 stores kept ``alphas`` = the weight of the
+    SECONDARY instead; they are read as ``primary_weight = 1 - alpha``. Each triplet carries
+    ``alpha`` = ``primary_weight`` (the paper's alpha, the same number under both names).
+    One eligible view is drawn per epoch (optionally only views whose primary weight is in ``alphas``).
     The same "vanilla" augmentation is applied to all three images (default: DINO's first global crop).
     A source with no eligible view gets its primary as the interpolated image with primary_weight 1.
     """
@@ -227,24 +238,25 @@ class TripletPolicy:
         return {"alphas": self.alphas, "preset": self.preset, "crop_size": self.crop_size}
 
     def _store_alphas(self, sample: RawSample, k: int) -> list[float]:
-        alphas = sample.meta.get("alphas")
-        if not sample.has("sec") or alphas is None or sample.meta.get("secondary_id") is None:
+        """Return the primary weight (Gen-SIS alpha) of each view, from either store format."""
+        weights = stored_primary_weights(sample.meta)
+        if not sample.has("sec") or weights is None or sample.meta.get("secondary_id") is None:
             raise StoreFormatError(
-                f"sample {sample.key} has no secondary image / alphas: TripletPolicy needs a store made "
+                f"sample {sample.key} has no secondary image / primary_weights: TripletPolicy needs a store made "
                 "with --interpolate"
             )
-        if len(alphas) != k:
-            raise StoreFormatError(f"sample {sample.key} has {len(alphas)} alphas for k={k} views")
-        return [float(a) for a in alphas]
+        if len(weights) != k:
+            raise StoreFormatError(f"sample {sample.key} has {len(weights)} primary weights for k={k} views")
+        return weights
 
     def choose(self, sample: RawSample, ctx: ViewContext) -> tuple[int, float]:
-        """Return (view index, stored alpha) for this epoch; (-1, 0.0) when no view is eligible."""
+        """Return (view index, its primary weight) for this epoch; (-1, 1.0) when no view is eligible."""
         alphas = self._store_alphas(sample, ctx.k)
         views = ctx.views
         if self.alphas is not None:
             views = tuple(j for j in views if any(abs(alphas[j] - a) < 1e-6 for a in self.alphas))
         if not views:
-            return -1, 0.0
+            return -1, 1.0  # the primary itself stands in: all weight on the primary
         view = views[int(ctx.rng(sample.source_id).integers(len(views)))]
         return view, alphas[view]
 
@@ -258,7 +270,7 @@ class TripletPolicy:
             "secondary": self.transform(sample.secondary()),
             "interpolated": self.transform(interpolated),
             "alpha": alpha,
-            "primary_weight": 1.0 - alpha,
+            "primary_weight": alpha,
             "view_index": view,
             "source_id": sample.source_id,
             "secondary_id": int(sample.meta["secondary_id"]),

@@ -41,20 +41,23 @@ def test_train_generate_interpolate_loop(tmp_path, image_folder, capsys):
     rows = Store(str(store)).manifest().to_pylist()
     label_of = {r["source_id"]: r["label"] for r in rows}
     uri_of = {r["source_id"]: r["source_uri"] for r in rows}
-    assert [r["alpha"] for r in rows[:2]] == [0.25, 0.75]
+    assert [r["primary_weight"] for r in rows[:2]] == [0.25, 0.75]
+    assert "alpha" not in rows[0]  # one unambiguous name: the weight of the primary (Gen-SIS's alpha)
     for r in rows:
         assert r["secondary_id"] != r["source_id"]
         assert label_of[r["secondary_id"]] != r["label"]  # --pair-across label
     members = _members(store / "shards" / "000000.tar")
     meta = json.loads(members["0000000000.json"])
-    assert meta["alphas"] == [0.25, 0.75] and meta["interpolation"] == "slerp"
+    assert meta["primary_weights"] == [0.25, 0.75] and meta["interpolation"] == "lerp"  # Gen-SIS 9.4: linear
+    assert "alphas" not in meta
     assert members["0000000000.sec.jpg"] == open(uri_of[meta["secondary_id"]], "rb").read()
 
 
-def test_alpha_zero_gives_exactly_the_plain_views(tmp_path, image_folder, tiny_weights):
+def test_alpha_one_gives_exactly_the_plain_views(tmp_path, image_folder, tiny_weights):
+    """Gen-SIS's alpha weights the primary: alpha = 1 is the source's own condition."""
     common = dict(source=str(image_folder), model="eldm", weights=tiny_weights("eldm"), k=2, shard_size=12, params={"steps": 2})
     generate(GenerateSpec(out=str(tmp_path / "plain"), **common), progress=False)
-    generate(GenerateSpec(out=str(tmp_path / "interp"), interpolate=True, alphas=[0.0], **common), progress=False)
+    generate(GenerateSpec(out=str(tmp_path / "interp"), interpolate=True, alphas=[1.0], **common), progress=False)
     plain, interp = _members(tmp_path / "plain/shards/000000.tar"), _members(tmp_path / "interp/shards/000000.tar")
     views = [name for name in plain if ".v" in name]
     assert views and all(plain[name] == interp[name] for name in views)
@@ -73,3 +76,33 @@ def test_pair_across_a_missing_column_is_a_clear_error(tmp_path, image_folder, t
                         k=1, interpolate=True, pair_across="slide")
     with pytest.raises(ValueError, match="slide"):
         generate(spec, progress=False)
+
+
+def test_condition_is_alpha_primary_plus_one_minus_alpha_secondary(tmp_path, image_folder, tiny_weights):
+    """A view at alpha = 0.3 is conditioned on 0.3 e_source + 0.7 e_secondary (Gen-SIS Alg. 1), by lerp."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from genview.generator.eldm import ELDMGenerator
+    from genview.generator.seeding import view_seed
+    from genview.pipeline.decode import decode_image
+
+    weights = tiny_weights("eldm")
+    out = tmp_path / "interp"
+    generate(GenerateSpec(source=str(image_folder), out=str(out), model="eldm", weights=weights, k=1, shard_size=12,
+                          params={"steps": 2}, interpolate=True, alphas=[0.3], format="png"), progress=False)
+    members = _members(out / "shards" / "000000.tar")
+    key = sorted(name.split(".")[0] for name in members if name.endswith(".json"))[0]
+    meta = json.loads(members[f"{key}.json"])
+    gen = ELDMGenerator.from_pretrained(weights, steps=2)
+    # The primary and secondary decoded as the pipeline decodes them, from their original files.
+    e = gen.embed([decode_image(open(uri, "rb").read()) for uri in (meta["uri"], meta["secondary_uri"])])
+    seed = view_seed(0, meta["source_id"], 0, 0)
+    expected = gen.generate((0.3 * e[0:1].double() + 0.7 * e[1:2].double()).float(), [seed])
+    stored = np.array(Image.open(io.BytesIO(members[f"{key}.v0.png"])))
+    assert np.abs(stored.astype(int) - expected[0].permute(1, 2, 0).numpy().astype(int)).max() <= 1
+    flipped = gen.generate((0.7 * e[0:1].double() + 0.3 * e[1:2].double()).float(), [seed])
+    assert not torch.equal(flipped, expected)

@@ -31,6 +31,13 @@ def interp_store(tmp_path_factory):
     return build_store(tmp_path_factory.mktemp("interp"), shard_sizes=(4, 3), k=3, failed_in=(), interpolate=True)
 
 
+@pytest.fixture(scope="session")
+def interp_store_primary_weights(tmp_path_factory):
+    """The same interpolation store in the current format: per-view primary_weights (Gen-SIS alpha)."""
+    return build_store(tmp_path_factory.mktemp("interp-pw"), shard_sizes=(4, 3), k=3, failed_in=(),
+                       interpolate=True, primary_weights=True)
+
+
 @pytest.fixture
 def store_copy(store, tmp_path):
     """A private copy of `store` a test may damage."""

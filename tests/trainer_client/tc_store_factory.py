@@ -126,6 +126,7 @@ def build_store(
     seed: int = 0,
     num_classes: int = 3,
     marker_prefix: str = "",
+    primary_weights: bool = False,
 ) -> FakeStore:
     """Write a store of len(shard_sizes) shards with the given numbers of ok samples (plus one failed source per shard in failed_in).
 
@@ -208,7 +209,10 @@ def build_store(
                 if interpolate:
                     other = _pattern(secondary[s], size, seed)
                     members["sec.png"] = _encode(_with_marker(other, secondary[s], -1, marker), "png")
-                    meta.update(secondary_id=secondary[s], alphas=alphas)
+                    if primary_weights:  # the current format: Gen-SIS's alpha, the weight of the primary
+                        meta.update(secondary_id=secondary[s], primary_weights=[1 - a for a in alphas])
+                    else:  # format v1: "alphas", the weight of the secondary
+                        meta.update(secondary_id=secondary[s], alphas=alphas)
                 for j in range(k):
                     if interpolate:
                         view = ((1 - alphas[j]) * pattern + alphas[j] * other).astype(np.uint8)

@@ -134,15 +134,19 @@ def test_single_policy_forced_by_context(store):
     assert policy(sample, ViewContext(epoch=0, seed=0, k=3, eligible=(), generated=True))["view_index"] == -1
 
 
-def test_triplets_from_an_interpolation_store(interp_store):
+@pytest.mark.parametrize("fixture", ["interp_store", "interp_store_primary_weights"])
+def test_triplets_from_an_interpolation_store(fixture, request):
+    """v1 stores kept the secondary's weight as "alphas"; current ones "primary_weights": both read the same."""
+    interp_store = request.getfixturevalue(fixture)
     ds = GenViewDataset(interp_store.url, TripletPolicy(transform=TENSOR), shuffle=False)
     samples = list(ds)
     assert len(samples) == len(interp_store.ok_ids)
     for s in samples:
         sid = s["source_id"]
         assert s["secondary_id"] == interp_store.secondary[sid]
-        assert s["alpha"] == pytest.approx(ALPHAS[s["view_index"]])
-        assert s["primary_weight"] == pytest.approx(1 - s["alpha"])
+        # The factory's view j is (1 - ALPHAS[j]) * primary + ALPHAS[j] * secondary in pixels.
+        assert s["primary_weight"] == pytest.approx(1 - ALPHAS[s["view_index"]])
+        assert s["alpha"] == s["primary_weight"]  # Gen-SIS's alpha is the primary's weight
         ids = interp_store.ok_ids
         assert identify(s["primary"], ids, 3) == (sid, -1)
         assert identify(s["secondary"], ids, 3) == (interp_store.secondary[sid], -1)
