@@ -29,7 +29,10 @@ TERMINAL = (JobState.succeeded.value, JobState.failed.value, JobState.cancelled.
 
 
 class JobCreate(GenerateSpec):
-    """A job submission: the `genview generate` spec (same fields, same checks) plus an optional job id."""
+    """A job submission: the `genview generate` spec (same fields, same checks) plus an optional job id.
+
+    ``recipe`` names a paper recipe (GET-able as `genview recipes list`); it fills the fields left out.
+    """
 
     model_config = ConfigDict(
         extra="forbid",

@@ -11,9 +11,12 @@ from pydantic import ValidationError
 
 from genview.generator.registry import model_names
 from genview.pipeline import GenerateSpec, generate
+from genview.recipes import apply_recipe, recipe_names
 
 EPILOG = """\
 examples:
+  genview generate imagenet/train --recipe genssl-unclip          # the first seed's unCLIP views, its exact settings
+  genview generate imagenet/train --recipe daicgan-icgan --weights ckpt/icgan_biggan_imagenet_res256
   genview generate imagenet/train --model icgan --k 10 --weights ckpt/icgan_biggan_imagenet_res256
   genview generate list.csv --model cc-icgan --weights ckpt/cc_icgan --truncation 1.0 --view-size 224
   genview models init icgan --preset tiny --out weights/  # random weights for a dry run
@@ -60,23 +63,27 @@ def add_parsers(sub, formatter) -> None:
         formatter_class=formatter,
     )
     p.add_argument("source", help="image folder (label = first sub-folder), list file (.txt/.csv/.parquet with a path column) or fsspec URL")
-    p.add_argument("--model", required=True, choices=model_names(), help="generator to use")
-    p.add_argument("--k", type=int, default=10, help="views per source image (the seeds used 10)")
+    p.add_argument("--recipe", choices=recipe_names(), metavar="NAME",
+                   help="a paper's settings by name (`genview recipes list`); flags given explicitly override it")
+    p.add_argument("--model", choices=model_names(), help="generator to use (required without --recipe)")
+    p.add_argument("--k", type=int, help="views per source image (default 10, as the first seed)")
     p.add_argument("--weights", help="checkpoint directory (or hub id) of the model; see `genview models --help`")
     p.add_argument("--encoder-weights", help="condition-encoder checkpoint, when it is not inside --weights")
     p.add_argument("--out", help="store folder or URL (default: SOURCE-MODEL-kK in the current folder)")
-    p.add_argument("--shard-size", type=int, default=1000, help="sources per shard (the unit of work and resume)")
-    p.add_argument("--seed", type=int, default=0, help="job seed; each view's noise derives from (seed, source, view)")
-    p.add_argument("--batch-size", type=int, default=32, help="generator batch of (source x view) rows")
-    p.add_argument("--device", default="auto", help="auto (cuda if visible), cpu, cuda, cuda:N")
+    p.add_argument("--shard-size", type=int, help="sources per shard (the unit of work and resume; default 1000)")
+    p.add_argument("--seed", type=int, help="job seed; each view's noise derives from (seed, source, view); default 0")
+    p.add_argument("--batch-size", type=int, help="generator batch of (source x view) rows (default 32)")
+    p.add_argument("--device", help="auto (cuda if visible; the default), cpu, cuda, cuda:N")
     p.add_argument("--view-size", type=int, help="resize stored views to this side (e.g. 224, as the first seed did); default: native")
-    p.add_argument("--format", choices=["jpg", "webp", "png"], default="jpg", help="view image format")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
-    p.add_argument("--best-of", type=int, default=1, help="draw N candidates per view and keep the one most similar to the source")
+    p.add_argument("--format", choices=["jpg", "webp", "png"], help="view image format (default jpg)")
+    p.add_argument("--quality", type=int, help="JPEG/WebP quality (default 95)")
+    p.add_argument("--best-of", type=int,
+                   help="draw N candidates per view and keep the one most similar to the source (default 1; DA IC-GAN "
+                   "used best of 20 only to build its Fake-IN test sets, recipe daicgan-fake-in)")
     p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default 0.8 icgan, 1.0 cc-icgan, per DA IC-GAN)")
-    p.add_argument("--store-embeddings", action="store_true",
+    p.add_argument("--store-embeddings", action="store_true", default=None,
                    help="keep each source's condition embedding in its sample as KEY.emb.npy (float32, numpy format)")
-    p.add_argument("--interpolate", action="store_true",
+    p.add_argument("--interpolate", action="store_true", default=None,
                    help="Gen-SIS interpolated views: pair each source with a secondary (stored as KEY.sec.*) and condition "
                    "view j on alpha_j * source + (1 - alpha_j) * secondary (lerp, Gen-SIS; or slerp)")
     p.add_argument("--alphas", type=parse_alphas, metavar="A,B,…",
@@ -84,10 +91,10 @@ def add_parsers(sub, formatter) -> None:
                    "stored as primary_weight (default: the model preset's, else 0.5; Gen-SIS pathology: 0.2,0.4,0.6,0.8)")
     p.add_argument("--pair-across", metavar="COLUMN",
                    help="take the secondary from a different value of this sources column (e.g. a slide id from the list file, or label)")
-    p.add_argument("--interpolation", choices=["slerp", "lerp"], default="lerp",
+    p.add_argument("--interpolation", choices=["slerp", "lerp"],
                    help="how embeddings are mixed (default lerp, as Gen-SIS, supplement 9.4)")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
-    p.add_argument("--io-threads", type=int, default=4, help="threads for reading, decoding and encoding (per worker)")
+    p.add_argument("--io-threads", type=int, help="threads for reading, decoding and encoding (per worker; default 4)")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="run the shards on this Ray cluster (auto, HOST:PORT, ray://HOST:10001): one actor per GPU, "
                    "shards handed out as workers free up; default $GENVIEW_RAY_ADDRESS, else in this process")
@@ -99,41 +106,51 @@ def add_parsers(sub, formatter) -> None:
     p.set_defaults(handler=run)
 
 
+#: Spec fields taken from flags of the same name when the flag is given.
+FLAG_FIELDS = (
+    "recipe", "model", "weights", "encoder_weights", "k", "seed", "shard_size", "batch_size", "device", "view_size",
+    "format", "quality", "best_of", "store_embeddings", "interpolate", "alphas", "pair_across", "interpolation",
+    "io_threads", "ray_address", "workers",
+)
+
+
+def _report(exc: Exception) -> None:
+    """Print spec errors naming the flag, e.g. `--alphas: ...`."""
+    if isinstance(exc, ValidationError):
+        for err in exc.errors():
+            flag = "-".join(str(p) for p in err["loc"]).replace("_", "-") or "recipe"
+            print(f"genview generate: --{flag}: {err['msg']}", file=sys.stderr)
+    else:
+        print(f"genview generate: {exc}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run `genview generate`."""
+    """Run `genview generate`: flags given explicitly, over the recipe's values, over the spec defaults."""
     params = dict(args.param)
     if args.truncation is not None:
         params["truncation"] = args.truncation
+    given = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}
+    given.update(source=args.source, params=params)
     try:
-        spec = GenerateSpec(
-            source=args.source,
-            out=args.out or default_out(args.source, args.model, args.k),
-            model=args.model,
-            weights=args.weights,
-            encoder_weights=args.encoder_weights,
-            k=args.k,
-            seed=args.seed,
-            shard_size=args.shard_size,
-            batch_size=args.batch_size,
-            device=args.device,
-            view_size=args.view_size,
-            format=args.format,
-            quality=args.quality,
-            best_of=args.best_of,
-            params=params,
-            store_embeddings=args.store_embeddings,
-            interpolate=args.interpolate,
-            alphas=args.alphas,
-            pair_across=args.pair_across,
-            interpolation=args.interpolation,
-            io_threads=args.io_threads,
-            ray_address=args.ray_address,
-            workers=args.workers,
-        )
-    except ValidationError as exc:
-        for err in exc.errors():
-            print(f"genview generate: --{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}", file=sys.stderr)
+        given = apply_recipe(given)
+    except ValueError as exc:
+        _report(exc)
         return 2
+    if not given.get("model"):
+        print("genview generate: --model is required (or give --recipe NAME; see `genview recipes list`)", file=sys.stderr)
+        return 2
+    given.setdefault("k", 10)
+    given["out"] = args.out or default_out(args.source, given.get("recipe") or given["model"], given["k"])
+    try:
+        spec = GenerateSpec(**given)
+    except ValidationError as exc:
+        _report(exc)
+        return 2
+    if spec.recipe:
+        print(f"recipe {spec.recipe}: model {spec.model}, k {spec.k}, params {spec.params}"
+              + (f", view_size {spec.view_size}" if spec.view_size else "")
+              + (f", best_of {spec.best_of}" if spec.best_of > 1 else "")
+              + (f", alphas {spec.alphas}, pair_across {spec.pair_across}" if spec.interpolate else ""))
     summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress)
     print(summary)
     return 0

@@ -104,6 +104,12 @@ def store_identity(spec: GenerateSpec, generator: ViewGenerator) -> dict[str, An
     """Return the spec as recorded in genview.json: identity fields plus the model's resolved settings."""
     identity = {name: getattr(spec, name) for name in IDENTITY_FIELDS}
     identity["alphas"] = resolved_alphas(spec, generator)
+    if spec.interpolate:
+        # Format v1 weighted the secondary by alpha; recording the meaning keeps a v1 store from being
+        # resumed with flipped views.
+        identity["alpha_weights"] = "primary"
+    # The recipe the values came from (a label: the values above are what decide the content).
+    identity["recipe"] = spec.recipe
     identity.update(
         weights=generator.weights.to_dict(),
         params=generator.params,
@@ -118,6 +124,7 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
     weights = dict(out.get("weights") or {})
     weights.pop("id", None)
     out["weights"] = weights
+    out.pop("recipe", None)  # the same values with or without naming the recipe make the same store
     return out
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genview.generator.registry import model_names
+from genview.recipes import apply_recipe, get_recipe, recipe_names
 
 #: Spec fields that decide a store's content; a rerun into an existing store must agree on them.
 IDENTITY_FIELDS = (
@@ -21,6 +22,10 @@ class GenerateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     source: str = Field(description="image folder (ImageFolder layout), list file (.txt/.csv/.parquet) or URL")
+    recipe: str | None = Field(
+        default=None,
+        description="named paper recipe (`genview recipes list`): fills model, k, params, ... that are not given",
+    )
     out: str = Field(description="store folder or URL")
     model: str = Field(description="generator name, e.g. icgan")
     weights: str | None = Field(default=None, description="checkpoint directory or hub id")
@@ -49,6 +54,22 @@ class GenerateSpec(BaseModel):
     # Where the shards run (not identity: any backend makes the same views).
     ray_address: str | None = Field(default=None, description="Ray cluster address (auto, HOST:PORT, ray://...)")
     workers: int | None = Field(default=None, ge=1, le=4096, description="Ray actors; default one per GPU")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_recipe(cls, data: Any) -> Any:
+        # Fill in the recipe's values before field validation, so a recipe resolves to an ordinary spec.
+        # An unknown name is left to the `recipe` field validator (its error then names the field).
+        if isinstance(data, dict) and data.get("recipe") in recipe_names():
+            return apply_recipe(data)
+        return data
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, value: str | None) -> str | None:
+        if value is not None:
+            get_recipe(value)  # ValueError listing the known recipes
+        return value
 
     @field_validator("alphas")
     @classmethod
