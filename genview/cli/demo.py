@@ -43,7 +43,16 @@ def run(args: argparse.Namespace) -> int:
         init_random_model(args.model, "tiny", str(weights))
         print(f"wrote a tiny RANDOM-weight {args.model} to {weights}")
     store = root / f"store-{args.model}-k{args.k}"
-    spec = GenerateSpec(source=str(images), out=str(store), model=args.model, weights=str(weights), k=args.k, shard_size=8, batch_size=16)
+    source = images
+    if args.model == "cc-icgan":
+        # A class-conditional model needs class indices: the synthetic folders are no ImageNet wnids,
+        # so give explicit integer labels (the tiny preset's classes 0..9) in a list file.
+        source = root / "images-labelled.csv"
+        rows = ["path,label"] + [f"{p.relative_to(root).as_posix()},{i % 10}"
+                                 for i, folder in enumerate(sorted(d for d in images.iterdir() if d.is_dir()))
+                                 for p in sorted(folder.iterdir())]
+        source.write_text("\n".join(rows) + "\n")
+    spec = GenerateSpec(source=str(source), out=str(store), model=args.model, weights=str(weights), k=args.k, shard_size=8, batch_size=16)
     print(generate(spec, overwrite=args.overwrite))
     report = verify_store(str(store))
     print(f"verify: {report}")

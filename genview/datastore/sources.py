@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
+import re
+from importlib import resources
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -138,3 +141,44 @@ def assign_shards(sources: pa.Table, shard_size: int) -> pa.Table:
     if "shard" in sources.column_names:
         sources = sources.drop_columns(["shard"])
     return sources.append_column("shard", shards)
+
+
+#: An ImageNet synset id, the folder names of ImageNet's train/val trees.
+WNID_PATTERN = re.compile(r"^n\d{8}$")
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """Return the 1000 ImageNet-1k wnids in the canonical order (sorted: index i = class i of ImageNet models)."""
+    text = resources.files("genview").joinpath("data/imagenet1k_wnids.txt").read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def class_conditional_label_indices(sources: pa.Table, model: str) -> pa.Table:
+    """Return `sources` with label_index = the ImageNet-1k class a class-conditional model must be given.
+
+    Ranks among the folders present are wrong for a subset of ImageNet (100 wnid folders would be
+    conditioned on classes 0..99), so wnid labels map through the canonical 1000-class order and
+    integer labels are taken as class indices; any other name is refused (the model cannot know
+    which class it means).
+    """
+    labels = sorted({v for v in sources.column("label").to_pylist() if v is not None})
+    if not labels or all(v.isdigit() for v in labels):
+        return sources  # integer labels already are their class index (label_indices)
+    index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+    if all(WNID_PATTERN.match(v) for v in labels):
+        unknown = [v for v in labels if v not in index]
+        if unknown:
+            raise SourceError(
+                f"--model {model}: labels {', '.join(unknown[:5])} are wnids outside ImageNet-1k's 1000 classes; "
+                "the model only knows those 1000"
+            )
+        mapped = [None if v is None else index[v] for v in sources.column("label").to_pylist()]
+        column = sources.column_names.index("label_index")
+        return sources.set_column(column, "label_index", pa.array(mapped, pa.int32()))
+    shown = ", ".join(repr(v) for v in labels[:3]) + (", ..." if len(labels) > 3 else "")
+    raise SourceError(
+        f"--model {model} conditions on ImageNet-1k class indices, but the labels here ({shown}) are neither "
+        "ImageNet wnids (n01440764, ...) nor integers. Give explicit integer class indices: a list file "
+        "(.csv/.parquet) with a path column and an integer label column, or folders named by class index"
+    )

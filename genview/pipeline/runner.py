@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from genview.datastore.pairing import choose_secondaries
-from genview.datastore.sources import assign_shards, list_sources
+from genview.datastore.sources import assign_shards, class_conditional_label_indices, list_sources
 from genview.datastore.store import Store, StoreError, spec_differences
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.generator.registry import get_generator_class
@@ -148,6 +148,8 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
         except FileNotFoundError:
             pass  # killed between header and listing: list again below
     sources = assign_shards(list_sources(spec.source), spec.shard_size)
+    if get_generator_class(spec.model).needs_labels:
+        sources = class_conditional_label_indices(sources, spec.model)
     if spec.interpolate:
         # Frozen with the listing, so every rerun and worker pairs the same way. Several candidates,
         # so that a primary whose first partner cannot be decoded still gets views.

@@ -163,10 +163,56 @@ def test_best_of_never_worse_than_single_candidate(tmp_path, image_folder, tiny_
     assert sum(sim_best[key] > sim_one[key] + 1e-6 for key in sim_one) > len(sim_one) // 2
 
 
+def _copy_tree_as(image_folder, root, names):
+    """Copy the class folders of `image_folder` to `root`, renamed to `names` (same order)."""
+    import shutil
+
+    for folder, name in zip(sorted(p for p in image_folder.iterdir() if p.is_dir()), names):
+        shutil.copytree(folder, root / name)
+    return root
+
+
 def test_cc_icgan_uses_labels(tmp_path, image_folder, tiny_weights):
-    summary = generate(spec_for(image_folder, tmp_path / "cc", tiny_weights("cc-icgan"), model="cc-icgan"), progress=False)
+    # Folders named by class index are explicit labels (the tiny preset has 10 classes).
+    source = _copy_tree_as(image_folder, tmp_path / "ints", ["2", "5", "7"])
+    summary = generate(spec_for(source, tmp_path / "cc", tiny_weights("cc-icgan"), model="cc-icgan"), progress=False)
     assert summary.views == 12 * K
-    assert Store(str(tmp_path / "cc")).spec["params"]["truncation"] == 1.0
+    store = Store(str(tmp_path / "cc"))
+    assert store.spec["params"]["truncation"] == 1.0
+    assert set(store.read_sources().column("label_index").to_pylist()) == {2, 5, 7}
+
+
+def test_cc_icgan_maps_wnid_folders_through_imagenet_order(tmp_path, image_folder, tiny_weights):
+    """A subset of ImageNet is conditioned on its own classes, not on the ranks 0..2 of the folders present."""
+    # goldfish (1), hen (8), ostrich (9) in ImageNet-1k's canonical order.
+    source = _copy_tree_as(image_folder, tmp_path / "wnids", ["n01443537", "n01514859", "n01518878"])
+    generate(spec_for(source, tmp_path / "cc", tiny_weights("cc-icgan"), model="cc-icgan"), progress=False)
+    rows = Store(str(tmp_path / "cc")).read_sources().to_pylist()
+    assert {r["label"]: r["label_index"] for r in rows} == {"n01443537": 1, "n01514859": 8, "n01518878": 9}
+    # IC-GAN (not class-conditional) keeps the ImageFolder ranks: the index is only a label there.
+    generate(spec_for(source, tmp_path / "ic", tiny_weights("icgan")), progress=False)
+    ranks = {r["label"]: r["label_index"] for r in Store(str(tmp_path / "ic")).read_sources().to_pylist()}
+    assert ranks == {"n01443537": 0, "n01514859": 1, "n01518878": 2}
+
+
+def test_cc_icgan_refuses_names_that_are_not_classes(tmp_path, image_folder, tiny_weights):
+    from genview.datastore.sources import SourceError
+
+    with pytest.raises(SourceError, match="neither ImageNet wnids .* nor integers. Give explicit integer class indices"):
+        generate(spec_for(image_folder, tmp_path / "cc", tiny_weights("cc-icgan"), model="cc-icgan"), progress=False)
+    source = _copy_tree_as(image_folder, tmp_path / "odd", ["n01443537", "n99999999", "n01518878"])
+    with pytest.raises(SourceError, match="n99999999 are wnids outside ImageNet-1k"):
+        generate(spec_for(source, tmp_path / "cc2", tiny_weights("cc-icgan"), model="cc-icgan"), progress=False)
+
+
+def test_imagenet_wnids_are_the_canonical_1000():
+    from genview.datastore.sources import imagenet_wnids
+
+    wnids = imagenet_wnids()
+    assert len(wnids) == len(set(wnids)) == 1000 and list(wnids) == sorted(wnids)
+    # Known indices of the standard order: tench 0, Chihuahua 151, tabby 281, ambulance 407, toilet tissue 999.
+    assert [wnids[i] for i in (0, 151, 281, 407, 999)] == [
+        "n01440764", "n02085620", "n02123045", "n02701002", "n15075141"]
 
 
 def test_cc_icgan_refuses_unlabelled_sources(tmp_path, tiny_weights):

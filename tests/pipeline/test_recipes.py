@@ -144,3 +144,20 @@ def test_cli_recipes_list_and_show(capsys):
 def test_cli_needs_a_model_or_a_recipe(tmp_path, image_folder, capsys):
     assert main(["generate", str(image_folder), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "--model is required (or give --recipe NAME" in capsys.readouterr().err
+
+
+def test_http_spec_takes_a_recipe_and_names_the_field_when_unknown():
+    from pydantic import ValidationError
+
+    from genview.api.schemas import JobCreate
+    from genview.api.worker import spec_to_argv
+
+    job = JobCreate(source="images", recipe="gensis-pathology-interp", weights="weights/eldm")
+    assert job.model == "eldm" and job.alphas == [0.2, 0.4, 0.6, 0.8] and job.params["guidance_scale"] == 1.75
+    with pytest.raises(ValidationError) as info:
+        JobCreate(source="images", recipe="nope", model="icgan", weights="w")
+    assert any(err["loc"] == ("recipe",) and "unknown recipe 'nope'" in err["msg"] for err in info.value.errors())
+    # The worker hands the job to `genview generate` as flags: the same spec comes out of them.
+    spec = job.to_spec(out="stores/x")
+    argv = spec_to_argv(spec)
+    assert argv[argv.index("--recipe") + 1] == "gensis-pathology-interp"
