@@ -110,6 +110,11 @@ class ViewGenerator(abc.ABC):
         """Side of the square images `generate` returns."""
 
     @property
+    def input_side(self) -> int:
+        """Side the condition encoder resizes a source to (IC-GAN: its resolution); decoding keeps 2x this."""
+        return self.image_size
+
+    @property
     @abc.abstractmethod
     def device(self) -> torch.device:
         """Device the model runs on."""

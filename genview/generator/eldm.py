@@ -551,6 +551,11 @@ class ELDMGenerator(ViewGenerator):
         return int(self.unet.config.sample_size) * 2 ** (len(self.vqvae.config.block_out_channels) - 1)
 
     @property
+    def input_side(self) -> int:
+        """Side the condition encoder resizes a source's short side to (DINO: 256, then crops 224)."""
+        return int(self.encoder.preprocess.resize)
+
+    @property
     def device(self) -> torch.device:
         """Device the networks run on."""
         return self._device

@@ -509,6 +509,14 @@ class UnCLIPGenerator(ViewGenerator):
         return self._image_size
 
     @property
+    def input_side(self) -> int:
+        """Side the source is resized to before CLIP: source_crop if set, else the CLIP processor's crop (224)."""
+        if self._settings.source_crop is not None:
+            return int(self._settings.source_crop)
+        crop = self.pipe.feature_extractor.crop_size  # a dict or a SizeDict, depending on transformers
+        return int(crop if isinstance(crop, int) else crop["height"])
+
+    @property
     def device(self) -> torch.device:
         """Device the pipeline runs on."""
         return self._device

@@ -37,6 +37,20 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+#: Draft decoding never goes below this short side, whatever the model.
+DRAFT_FLOOR = 256
+
+
+def draft_min_side(input_side: int, floor: int = DRAFT_FLOOR) -> int:
+    """Return the smallest short side a JPEG may be draft-decoded to for a model that resizes to `input_side`.
+
+    Twice the model's input side: JPEG draft scaling (1/2, 1/4, 1/8 in the DCT) then a resize from at
+    least 2x gives the pixels of a full decode within a few levels; decoding closer to the input side
+    (e.g. a 4096x3072 photo drafted to 512x384 for a 256 px IC-GAN) is up to ~12 levels off.
+    """
+    return max(int(floor), 2 * int(input_side))
+
+
 def decode_image(data: bytes, min_side: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode bytes to an RGB image with EXIF orientation applied; JPEGs are draft-decoded near min_side."""
     if not data:

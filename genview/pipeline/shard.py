@@ -26,11 +26,11 @@ from genview.datastore.store import Store
 from genview.generator.base import ViewGenerator
 from genview.generator.interpolation import interpolate
 from genview.generator.seeding import view_seed
-from genview.pipeline.decode import DecodeError, decode_image
+from genview.pipeline.decode import DRAFT_FLOOR, DecodeError, decode_image, draft_min_side
 from genview.pipeline.encode import FORMATS, encode_view
 
-#: Sources are decoded at least this large (short side) before the encoder crops them to 224.
-DECODE_MIN_SIDE = 256
+#: Sources are decoded at least this large (short side); per model, twice its input side (see draft_min_side).
+DECODE_MIN_SIDE = DRAFT_FLOOR
 
 
 @dataclasses.dataclass
@@ -97,13 +97,13 @@ def _read_bytes(uri: str, cache: dict[str, Any]) -> bytes:
     return fs.cat_file(fs._strip_protocol(uri))
 
 
-def load_and_decode(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceItem:
+def load_and_decode(record: dict[str, Any], fs_cache: dict[str, Any], min_side: int = DECODE_MIN_SIDE) -> SourceItem:
     """Read and decode one source (and its secondary, if paired); failures become item.error."""
-    item = _load_one(record, fs_cache)
+    item = _load_one(record, fs_cache, min_side)
     if item.ok and record.get("secondary_candidates"):
         errors = []
         for source_id, uri in zip(record["secondary_candidates"], record["secondary_uris"]):
-            secondary = _load_one({"source_id": source_id, "uri": uri}, fs_cache)
+            secondary = _load_one({"source_id": source_id, "uri": uri}, fs_cache, min_side)
             if secondary.ok:
                 item.secondary = secondary
                 break
@@ -113,7 +113,7 @@ def load_and_decode(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceI
     return item
 
 
-def _load_one(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceItem:
+def _load_one(record: dict[str, Any], fs_cache: dict[str, Any], min_side: int = DECODE_MIN_SIDE) -> SourceItem:
     """Read and decode one image; failures become item.error instead of exceptions."""
     item = SourceItem(record=record)
     try:
@@ -122,18 +122,20 @@ def _load_one(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceItem:
         item.error = f"cannot read: {exc}"
         return item
     try:
-        item.image = decode_image(item.data, min_side=DECODE_MIN_SIDE)
+        item.image = decode_image(item.data, min_side=min_side)
     except DecodeError as exc:
         item.error = str(exc)
     return item
 
 
-def decode_stage(records: Iterable[dict[str, Any]], pool: Executor, lookahead: int = 16) -> Iterator[SourceItem]:
-    """Read+decode sources in a thread pool, `lookahead` ahead, yielding them in order."""
+def decode_stage(
+    records: Iterable[dict[str, Any]], pool: Executor, lookahead: int = 16, min_side: int = DECODE_MIN_SIDE
+) -> Iterator[SourceItem]:
+    """Read+decode sources in a thread pool, `lookahead` ahead, yielding them in order (JPEGs drafted to >= min_side)."""
     fs_cache: dict[str, Any] = {}
     pending: collections.deque[Future] = collections.deque()
     for record in records:
-        pending.append(pool.submit(load_and_decode, record, fs_cache))
+        pending.append(pool.submit(load_and_decode, record, fs_cache, min_side))
         if len(pending) >= lookahead:
             yield pending.popleft().result()
     while pending:
@@ -332,7 +334,7 @@ def run_shard(
     ok = failed = views = 0
     params = generator.params
     with ShardWriter(store, shard) as writer:
-        stream = decode_stage(records, pool)
+        stream = decode_stage(records, pool, min_side=draft_min_side(generator.input_side))
         stream = embed_stage(stream, generator, settings.batch_size, timer)
         stream = generate_stage(stream, generator, settings, timer)
         stream = encode_stage(stream, settings, pool)

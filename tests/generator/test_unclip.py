@@ -213,6 +213,8 @@ def test_seed_scheduler_overrides_and_source_crop(sources):
     by_hand = image.crop((4, 0, 44, 40)).resize((24, 24), Image.BILINEAR)
     plain = UnCLIPGenerator.from_preset("tiny", seed=0, num_inference_steps=2)
     torch.testing.assert_close(gen.embed([image]), plain.embed([by_hand]))
+    # Draft decoding keeps twice the side the source is resized to: source_crop, else the CLIP crop.
+    assert (gen.input_side, plain.input_side) == (24, 32)
     default = UnCLIPGenerator.from_preset("tiny", seed=0).params
     assert (default["num_inference_steps"], default["rescale_betas_zero_snr"], default["timestep_spacing"]) == (20, False, "leading")
 

@@ -76,3 +76,45 @@ def test_jpeg_draft_mode_downscales_large_sources():
     small = decode_image(buf.getvalue(), min_side=256)
     assert full.size == (2048, 1536)
     assert min(small.size) >= 256 and small.size[0] < 2048  # decoded at 1/2..1/8 scale, never below 256
+
+
+def _big_photo_jpeg() -> bytes:
+    """A 4096x3072 JPEG of soft-edged shapes (what a camera photo of objects looks like to a resize)."""
+    import random
+
+    from PIL import ImageDraw, ImageFilter
+
+    width, height = 4096, 3072
+    rnd = random.Random(0)
+    img = Image.new("RGB", (width, height), (90, 120, 160))
+    draw = ImageDraw.Draw(img)
+    for _ in range(60):
+        x0, y0, s = rnd.randrange(width), rnd.randrange(height), rnd.randrange(100, 1200)
+        draw.ellipse([x0, y0, x0 + s, y0 + s * 0.7], fill=tuple(rnd.randrange(256) for _ in range(3)))
+        draw.rectangle([y0, x0 % height, y0 + s // 3, x0 % height + s // 5], fill=tuple(rnd.randrange(256) for _ in range(3)))
+    buffer = io.BytesIO()
+    img.filter(ImageFilter.GaussianBlur(1.5)).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def test_big_jpeg_is_never_drafted_below_twice_the_model_input():
+    from genview.generator.icgan import ICGANGenerator
+    from genview.generator.resnet_features import crop_and_resize
+    from genview.pipeline.decode import draft_min_side
+
+    # IC-GAN's encoder path resizes sources to its resolution (256 px for the published models).
+    icgan = ICGANGenerator.from_preset("tiny")
+    assert icgan.input_side == icgan.image_size
+    # 256 px IC-GAN -> 512; unCLIP's 224 CLIP crop -> 448; tiny models keep the 256 floor.
+    assert (draft_min_side(256), draft_min_side(224), draft_min_side(icgan.input_side)) == (512, 448, 256)
+    data = _big_photo_jpeg()
+    full = decode_image(data)
+    drafted = decode_image(data, min_side=draft_min_side(256))
+    assert min(drafted.size) >= 512 and drafted.size == (1024, 768)  # 1/4 scale, not 1/8 (512x384)
+    reference = crop_and_resize([full], 256).int()
+    diff = (crop_and_resize([drafted], 256).int() - reference).abs()
+    assert int(diff.max()) <= 6 and float(diff.float().mean()) < 0.15
+    # What the old floor (256) gave for this model: 1/8 scale, a short side of 384, further off.
+    old = decode_image(data, min_side=256)
+    assert old.size == (512, 384)
+    assert int((crop_and_resize([old], 256).int() - reference).abs().max()) > int(diff.max())
