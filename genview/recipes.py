@@ -40,6 +40,7 @@ class Recipe:
     spec: Mapping[str, Any]
     cited: tuple[str, ...]  # "value: where it is written"
     silent: tuple[str, ...] = ()  # what the paper does not say, and what the recipe chose
+    preset: str = "full"  # the architecture `genview models info --recipe` counts (unclip-small: "small")
 
     def values(self) -> dict[str, Any]:
         """Return the spec fields this recipe sets: model, k, params and the rest."""
@@ -86,6 +87,7 @@ GENSSL_UNCLIP = Recipe(
         "source_crop": 224,
     },
     spec={"weights": "stabilityai/stable-diffusion-2-1-unclip-small", "view_size": 224},
+    preset="small",
     cited=(
         f"weights stabilityai/stable-diffusion-2-1-unclip-small, torch_dtype float16: the released unCLIP script ({SEED_000_CODE})",
         "scheduler DDIMScheduler.from_config(..., rescale_betas_zero_snr=True, timestep_spacing='trailing'): same script",

@@ -49,10 +49,12 @@ def add_parsers(sub, formatter) -> None:
         "and the views/s an A100 / H100 would reach at 100 % and 40 % of peak.",
         formatter_class=formatter,
     )
-    q.add_argument("name", choices=model_names(), help="model")
-    q.add_argument("--preset", choices=PRESETS, default="full",
-                   help="architecture: full (published), small (unclip-small: ViT-L, 768-d), tiny")
-    q.add_argument("--k", type=int, default=10, help="views per source (the encoder's per-source share)")
+    q.add_argument("name", nargs="?", choices=model_names(), help="model (or give --recipe)")
+    q.add_argument("--recipe", metavar="NAME", help="count a paper recipe's model, preset, k and settings "
+                   "(`genview recipes list`); --preset/--k/--param given explicitly override it")
+    q.add_argument("--preset", choices=PRESETS, help="architecture: full (published; the default), "
+                   "small (unclip-small: ViT-L, 768-d), tiny")
+    q.add_argument("--k", type=int, help="views per source (the encoder's per-source share; default 10)")
     q.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
                    help="generator setting, e.g. num_inference_steps=50, guidance_scale=1, image_size=512")
     q.add_argument("--json", action="store_true", help="print JSON")
@@ -86,7 +88,20 @@ def run_info(args: argparse.Namespace) -> int:
     """Run `genview models info`."""
     from genview.generator.cost import GPU_PEAK_TFLOPS, view_cost
 
-    report = view_cost(args.name, args.preset, k=args.k, **dict(args.param))
+    name, preset, k, params = args.name, args.preset, args.k, dict(args.param)
+    if args.recipe:
+        from genview.recipes import get_recipe
+
+        recipe = get_recipe(args.recipe)
+        if name not in (None, recipe.model):
+            raise ValueError(f"recipe {recipe.name} is for model {recipe.model}, not {name}")
+        name, preset, k = recipe.model, preset or recipe.preset, k or recipe.k
+        params = {**recipe.params, **params}
+        print(f"recipe {recipe.name}: {recipe.summary}")
+    if name is None:
+        raise ValueError("give a model name or --recipe NAME")
+    args.name, args.preset = name, preset or "full"
+    report = view_cost(name, args.preset, k=k or 10, **params)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return 0

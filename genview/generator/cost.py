@@ -296,9 +296,12 @@ def _eldm_cost(preset: str, encoder_calls: float, params: dict[str, Any]) -> Cos
 # The README table
 # --------------------------------------------------------------------------------------------------
 
-#: (label, model, params) rows of the README table; the first unCLIP row is the seed's recipe.
-TABLE_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+#: The first seed's unCLIP setting (its released script, recipe genssl-unclip): the -small model, 10 steps.
+SEED_UNCLIP_ROW = "unCLIP-small 768 px, 10 steps, guidance 10 (seed 000's script)"
+#: (label, model, params[, preset]) rows of the README table; the preset defaults to flop_table's.
+TABLE_ROWS: tuple[tuple[Any, ...], ...] = (
     ("IC-GAN 256 px", "icgan", {}),
+    (SEED_UNCLIP_ROW, "unclip", {"num_inference_steps": 10, "guidance_scale": 10.0}, "small"),
     *(
         (f"unCLIP {size} px, {steps} steps, {'guidance 10' if g > 1 else 'no guidance'}", "unclip",
          {"image_size": size, "num_inference_steps": steps, "guidance_scale": g})
@@ -307,8 +310,9 @@ TABLE_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         for g in (10.0, 1.0)
     ),
 )
-#: Rows whose setting is the seed's (unCLIP: the pipeline defaults the seed used), with its measurement.
-SEED_ROWS = {"IC-GAN 256 px": "icgan", "unCLIP 768 px, 20 steps, guidance 10": "unclip"}
+#: Rows whose setting is the seed's (its released scripts), with its measurement. (The pipeline defaults,
+#: 20 steps on the ViT-H model, are not what the seed ran.)
+SEED_ROWS = {"IC-GAN 256 px": "icgan", SEED_UNCLIP_ROW: "unclip"}
 
 
 def _si(value: float) -> str:
@@ -329,8 +333,8 @@ def flop_table(
     head += ["seed, measured (A100)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     reports = {}
-    for label, model, params in rows:
-        report = view_cost(model, preset, k=k, **params)
+    for label, model, params, *row_preset in rows:
+        report = view_cost(model, row_preset[0] if row_preset else preset, k=k, **params)
         reports[label] = report
         cells = [label, _si(report.flops_per_view)]
         cells += [f"{report.views_per_second(peak, u):.1f}" for peak in peaks.values() for u in utilisations]
@@ -338,7 +342,7 @@ def flop_table(
         lines.append("| " + " | ".join(cells) + " |")
 
     lines += ["", "| model | stage | parameters | FLOP / call | calls / view | note |", "|---|---|---|---|---|---|"]
-    for label in ("IC-GAN 256 px", "unCLIP 768 px, 20 steps, guidance 10"):
+    for label in ("IC-GAN 256 px", SEED_UNCLIP_ROW):
         if label not in reports:
             continue
         report = reports[label]

@@ -93,12 +93,18 @@ def test_icgan_cost_tiny():
 
 
 def test_flop_table_formats_rows():
-    rows = (("unCLIP 768 px, 20 steps, guidance 10", "unclip", {"num_inference_steps": 20}),)
+    from genview.generator.cost import SEED_UNCLIP_ROW
+
+    rows = ((SEED_UNCLIP_ROW, "unclip", {"num_inference_steps": 10}, "tiny"),
+            ("unCLIP 768 px, 20 steps, guidance 10", "unclip", {"num_inference_steps": 20}))
     # The tiny preset keeps the test fast; bench/flop_table.py prints the full-size table.
     text = flop_table(rows=rows, utilisations=(1.0, 0.4), preset="tiny")
     head = text.splitlines()[0]
     assert "A100 @ 100%" in head and "H100 @ 40%" in head and "seed, measured" in head
-    assert "| unCLIP 768 px, 20 steps, guidance 10 | " in text and "| 2.0 |" in text
+    # The seed's measured 2.0 views/s sits beside its own setting (-small, 10 steps), not the pipeline defaults.
+    assert f"| {SEED_UNCLIP_ROW} | " in text and "| 2.0 |" in text
+    default_row = next(line for line in text.splitlines() if line.startswith("| unCLIP 768 px, 20 steps"))
+    assert default_row.endswith("|  |")
     assert "the seed's 2.0 views/s is" in text and "| denoiser |" in text
 
 

@@ -161,3 +161,12 @@ def test_http_spec_takes_a_recipe_and_names_the_field_when_unknown():
     spec = job.to_spec(out="stores/x")
     argv = spec_to_argv(spec)
     assert argv[argv.index("--recipe") + 1] == "gensis-pathology-interp"
+
+
+def test_models_info_counts_a_recipe(capsys):
+    assert main(["models", "info", "--recipe", "gensis-pathology", "--preset", "tiny", "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])
+    assert report["model"] == "eldm" and report["preset"] == "tiny"
+    assert report["settings"]["guidance_scale"] == 1.75 and report["settings"]["steps"] == 50
+    assert get_recipe("genssl-unclip").preset == "small"  # the seed ran stable-diffusion-2-1-unclip-small
