@@ -105,6 +105,8 @@ def test_flop_table_formats_rows():
     assert f"| {SEED_UNCLIP_ROW} | " in text and "| 2.0 |" in text
     default_row = next(line for line in text.splitlines() if line.startswith("| unCLIP 768 px, 20 steps"))
     assert default_row.endswith("|  |")
+    icgan = flop_table(rows=(("IC-GAN 256 px", "icgan", {}),), preset="tiny")
+    assert "drew 16 samples per kept view" in icgan
     assert "the seed's 2.0 views/s is" in text and "| denoiser |" in text
 
 
