@@ -83,6 +83,12 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default 0.8 icgan, 1.0 cc-icgan, per DA IC-GAN)")
     p.add_argument("--store-embeddings", action="store_true", default=None,
                    help="keep each source's condition embedding in its sample as KEY.emb.npy (float32, numpy format)")
+    p.add_argument("--source-copy", choices=["jpg", "png", "original", "none"],
+                   help="how each source is kept in its sample: jpg/png store it as the generator saw it (RGB, EXIF "
+                   "applied, alpha over white) as KEY.src.jpg/.png; original keeps the file's bytes and extension; "
+                   "none keeps no source (default: jpg)")
+    p.add_argument("--source-size", type=int, metavar="PX",
+                   help="shrink the stored source copy to this short side (jpg/png only; sources are ~80%% of a store)")
     p.add_argument("--interpolate", action="store_true", default=None,
                    help="Gen-SIS interpolated views: pair each source with a secondary (stored as KEY.sec.*) and condition "
                    "view j on alpha_j * source + (1 - alpha_j) * secondary (lerp, Gen-SIS; or slerp)")
@@ -109,7 +115,7 @@ def add_parsers(sub, formatter) -> None:
 #: Spec fields taken from flags of the same name when the flag is given.
 FLAG_FIELDS = (
     "recipe", "model", "weights", "encoder_weights", "k", "seed", "shard_size", "batch_size", "device", "view_size",
-    "format", "quality", "best_of", "store_embeddings", "interpolate", "alphas", "pair_across", "interpolation",
+    "format", "quality", "best_of", "store_embeddings", "source_copy", "source_size", "interpolate", "alphas", "pair_across", "interpolation",
     "io_threads", "ray_address", "workers",
 )
 

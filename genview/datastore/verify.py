@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 import pyarrow.parquet as pq
 
 from genview.datastore import layout
-from genview.datastore.manifest import MANIFEST_SCHEMA, STATUS_FAILED, STATUS_OK
+from genview.datastore.manifest import MANIFEST_SCHEMA, STATUS_FAILED, STATUS_OK, V1_MANIFEST_NAMES
 from genview.datastore.store import Store, StoreError
 
 
@@ -53,7 +53,7 @@ def _check_shard(store: Store, shard: int, planned_ids: list[int], k: int, decod
     except (OSError, ValueError) as exc:
         problems.append(f"shard {name}: manifest fragment unreadable: {exc}")
         return
-    if manifest.schema.names != MANIFEST_SCHEMA.names:
+    if manifest.schema.names not in (MANIFEST_SCHEMA.names, V1_MANIFEST_NAMES):
         problems.append(f"shard {name}: manifest columns {manifest.schema.names} differ from the format")
         return
     members: dict[str, int] = {}

@@ -125,7 +125,7 @@ def test_cli_recipe_runs_and_is_recorded(tmp_path, image_folder, tiny_weights, c
     assert main(["generate", str(image_folder), "--model", "icgan", "--weights", tiny_weights("icgan"), "--k", "1",
                  "--shard-size", "12", "--param", "truncation_mode=scaled", "--truncation", "0.8",
                  "--out", str(out), "--no-progress"]) == 0
-    assert "0 run now" in capsys.readouterr().out
+    assert "all were already done, nothing to run" in capsys.readouterr().out
 
 
 def test_cli_recipes_list_and_show(capsys):
