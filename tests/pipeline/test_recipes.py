@@ -170,3 +170,19 @@ def test_models_info_counts_a_recipe(capsys):
     assert report["model"] == "eldm" and report["preset"] == "tiny"
     assert report["settings"]["guidance_scale"] == 1.75 and report["settings"]["steps"] == 50
     assert get_recipe("genssl-unclip").preset == "small"  # the seed ran stable-diffusion-2-1-unclip-small
+
+
+def test_genssl_unclip_recipe_runs_on_a_tiny_model_and_records_its_settings(tmp_path, image_folder, tiny_weights, capsys):
+    """The seed's unCLIP recipe end to end (tiny weights, 2 steps): its scheduler settings reach the store."""
+    out = tmp_path / "store"
+    assert main(["generate", str(image_folder), "--recipe", "genssl-unclip", "--weights", tiny_weights("unclip"),
+                 "--k", "1", "--param", "num_inference_steps=2", "--param", "source_crop=32", "--view-size", "24",
+                 "--shard-size", "12", "--out", str(out), "--no-progress"]) == 0
+    spec = Store(str(out)).spec
+    params = spec["params"]
+    assert spec["recipe"] == "genssl-unclip" and spec["view_size"] == 24 and spec["k"] == 1
+    assert (params["rescale_betas_zero_snr"], params["timestep_spacing"], params["eta"]) == (True, "trailing", 0.0)
+    assert params["num_inference_steps"] == 2 and params["guidance_scale"] == 10.0 and params["source_crop"] == 32
+    assert params["dtype"] == "float32"  # the recipe's fp16 is a CUDA setting: the CPU ran (and records) float32
+    rows = Store(str(out)).manifest().to_pylist()
+    assert len(rows) == 12 and {(r["width"], r["height"]) for r in rows} == {(24, 24)}
