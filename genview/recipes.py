@@ -311,7 +311,10 @@ def apply_recipe(data: Mapping[str, Any]) -> dict[str, Any]:
         )
     for key, value in recipe.values().items():
         if key == "params":
-            out["params"] = {**value, **dict(out.get("params") or {})}
+            given = out.get("params")
+            if given is None or isinstance(given, Mapping):
+                out["params"] = {**value, **dict(given or {})}
+            # anything else is left as given, for the spec's own validation to reject by name
         elif out.get(key) is None:
             out[key] = value
     return out

@@ -186,3 +186,13 @@ def test_genssl_unclip_recipe_runs_on_a_tiny_model_and_records_its_settings(tmp_
     assert params["dtype"] == "float32"  # the recipe's fp16 is a CUDA setting: the CPU ran (and records) float32
     rows = Store(str(out)).manifest().to_pylist()
     assert len(rows) == 12 and {(r["width"], r["height"]) for r in rows} == {(24, 24)}
+
+
+def test_malformed_input_with_a_recipe_is_a_validation_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        GenerateSpec(source="s", out="o", recipe="daicgan-icgan", weights="w", params=[1, 2])
+    assert any(err["loc"] == ("params",) for err in info.value.errors())
+    with pytest.raises(ValidationError, match="is for model 'icgan', not 'unclip'"):
+        GenerateSpec(source="s", out="o", recipe="daicgan-icgan", model="unclip", weights="w")
