@@ -122,6 +122,8 @@ GENSSL_ICGAN = Recipe(
         "the script drew num_samples=16 per image and saved all 16 under one file name, so only the last survived "
         "(a bug): this recipe draws each kept view once instead; 15 of 16 draws were wasted work, not a selection",
         "weights: the seed names the experiment, not a path: pass --weights DIR holding ic_gan's icgan_biggan_imagenet_res256",
+        "source preprocessing: the script fed SwAV the centre crop of its 256 px ImageNet copy as is; genview uses "
+        "ic_gan's own (centre crop, resize to 256, bicubic to 224), so features can differ slightly",
     ),
 )
 

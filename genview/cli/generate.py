@@ -108,6 +108,9 @@ def add_parsers(sub, formatter) -> None:
                    help="Ray worker actors (default: one per GPU of the cluster); without --ray-address, "
                    "starts a local Ray instance with N worker processes on this machine")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store at --out and start over")
+    p.add_argument("--check-hashes", action="store_true",
+                   help="on a rerun, check each done shard's sha256 against its marker (reads every tar) before "
+                   "trusting it; without it only size and member count are checked. Damaged shards are redone")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -157,6 +160,6 @@ def run(args: argparse.Namespace) -> int:
               + (f", view_size {spec.view_size}" if spec.view_size else "")
               + (f", best_of {spec.best_of}" if spec.best_of > 1 else "")
               + (f", alphas {spec.alphas}, pair_across {spec.pair_across}" if spec.interpolate else ""))
-    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress)
+    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress, check_hashes=args.check_hashes)
     print(summary)
     return 0
