@@ -51,14 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genview {args.verb}: error: cannot write {exc.filename or ''}: permission denied "
               "(is the store read-only? choose another --out)", file=sys.stderr)
         return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # Expected user-facing failures (bad spec, missing weights, store mismatch): no traceback.
+        # Before OSError: WeightsNotFoundError is a FileNotFoundError, hence an OSError.
+        print(f"genview {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC):
             raise
         print(f"genview {args.verb}: error: {exc.strerror}: {exc.filename or ''}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # Expected user-facing failures (bad spec, missing weights, store mismatch): no traceback.
-        print(f"genview {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 
 
