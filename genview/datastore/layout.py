@@ -10,6 +10,7 @@ SPEC_FILE = "genview.json"
 SOURCES_FILE = "sources.parquet"
 SHARDS_DIR = "shards"
 MANIFEST_DIR = "manifest"
+STATS_DIR = "stats"
 KEY_WIDTH = 10
 SHARD_WIDTH = 6
 
@@ -47,3 +48,28 @@ def shard_done(root: str, shard: int) -> str:
 def shard_pattern(root: str, num_shards: int) -> str:
     """Brace pattern webdataset expands to every shard of the store."""
     return join(root, SHARDS_DIR, f"{{{shard_name(0)}..{shard_name(num_shards - 1)}}}.tar")
+
+
+def shard_stats(root: str, shard: int) -> str:
+    """Path of a shard's done marker in store format v2: stats/NNNNNN.json (out of manifest/, so
+    every parquet reader opens manifest/ as a folder)."""
+    return join(root, STATS_DIR, shard_name(shard) + ".json")
+
+
+def shard_done_v1(root: str, shard: int) -> str:
+    """Path of a shard's done marker in store format v1: manifest/_NNNNNN.json (still read)."""
+    return join(root, MANIFEST_DIR, "_" + shard_name(shard) + ".json")
+
+
+def done_marker_shard(path: str) -> int | None:
+    """Return the shard a done-marker path names (v2 stats/NNNNNN.json or v1 manifest/_NNNNNN.json), else None."""
+    directory, base = path.rstrip("/").rsplit("/", 1) if "/" in path else ("", path)
+    stem, dot, ext = base.rpartition(".")
+    if not dot or ext != "json":
+        return None
+    parent = directory.rsplit("/", 1)[-1]
+    if parent == STATS_DIR and stem.isdigit():
+        return int(stem)
+    if parent == MANIFEST_DIR and stem.startswith("_") and stem[1:].isdigit():
+        return int(stem[1:])
+    return None

@@ -12,7 +12,7 @@ from PIL import Image
 from webdataset.tariterators import group_by_keys
 
 from genview.trainer_client.store_index import CorruptShardError, shard_name
-from genview.trainer_client.tarscan import TarFormatError, iter_tar
+from genview.datastore.tarindex import TarFormatError, iter_tar
 
 
 class CorruptSampleError(CorruptShardError):

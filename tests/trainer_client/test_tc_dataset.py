@@ -210,7 +210,7 @@ def test_store_without_header_is_rejected(tmp_path):
 
 
 def test_unfinished_shard_is_invisible(store_copy):
-    (store_copy.root / "manifest" / "000006.json").unlink()  # no done marker: shard 6 is "not there"
+    (store_copy.root / "stats" / "000006.json").unlink()  # no done marker: shard 6 is "not there"
     ds = GenViewDataset(store_copy.url, pair_policy(), shuffle=False)
     assert len(ds) == len(store_copy.ok_ids) - len(store_copy.shard_ids[6])
 
