@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from genview.datastore.inspect import format_summary, inspect_store
-from genview.datastore.preview import preview_grid
-from genview.datastore.verify import verify_store
-
 
 def add_parsers(sub, formatter) -> None:
     """Add the store verbs."""
@@ -68,6 +64,8 @@ def add_parsers(sub, formatter) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Run `genview verify`; exit code 1 when problems are found."""
+    from genview.datastore.verify import verify_store
+
     report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete)
     print(report)
     return 0 if report.ok else 1
@@ -75,6 +73,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_inspect(args: argparse.Namespace) -> int:
     """Run `genview inspect`."""
+    from genview.datastore.inspect import format_summary, inspect_store
+
     summary = inspect_store(args.store, worst=args.worst)
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
@@ -82,6 +82,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def run_preview(args: argparse.Namespace) -> int:
     """Run `genview preview`."""
+    from genview.datastore.preview import preview_grid
+
     grid = preview_grid(args.store, rows=args.rows, views=args.views, cell=args.cell, order=args.order, label=args.label)
     grid.save(args.out)
     print(f"wrote {args.out} ({grid.width}x{grid.height})")
