@@ -20,16 +20,16 @@ VERB_MODULES = (generate, store_commands, models, train, demo, api_commands)
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keep the epilog's line breaks, and state each option's default once.
 
-    One rule: an option with a real default gets "(default: X)" appended; flags (store_true /
-    store_false) and options whose default is None (computed, or taken from the environment)
-    get nothing appended, so their help text says what happens when they are not given.
+    One rule: an option with a real default gets "(default: X)" appended, unless its text already
+    says its default; flags (store_true / store_false) and options whose default is None (computed,
+    or taken from the environment) get nothing appended: their text says what happens without them.
     """
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
         if (
-            "%(default)" in text
+            "default" in text.lower()  # the text already says what the default is
             or action.nargs == 0  # flags: their meaning is the text itself
             or default is None
             or default is argparse.SUPPRESS

@@ -214,7 +214,7 @@ class GenViewDataset(IterableDataset):
             try:
                 for raw in iter_shard_range(fs, entry.path, entry.shard, entry.samples, k, segment.start, segment.stop):
                     try:
-                        yield parse_sample(raw, entry.shard, k)
+                        yield parse_sample(raw, entry.shard, k, self.index.has_source)
                     except CorruptSampleError as exc:
                         self._corrupt(exc, "skipping the sample")
             except CorruptSampleError:

@@ -163,7 +163,7 @@ class GenViewMapDataset(Dataset):
                 f"sample {index} of shard {shard_name(shard)} cannot be read (store changed since indexing?): {exc}"
             ) from None
         members["__key__"] = f"{int(self.source_ids[index]):010d}"
-        return parse_sample(members, shard, self.index.k)
+        return parse_sample(members, shard, self.index.k, self.index.has_source)
 
     def __getitem__(self, request: int | ViewRequest) -> Any:
         """Return policy(sample) for an int index or a ViewRequest (index, generated)."""

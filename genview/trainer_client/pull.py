@@ -103,9 +103,8 @@ def pull_store(
         stem = shard_name(entry.shard)
         dest_tar = posixpath.join(dest_root, SHARDS_DIR, stem + ".tar")
         dest_manifest = posixpath.join(dest_root, MANIFEST_DIR, stem + ".parquet")
-        # The marker keeps its place: stats/NNNNNN.json (format v2) or manifest/_NNNNNN.json (v1).
-        marker_dir = posixpath.basename(posixpath.dirname(entry.done_path))
-        dest_done = posixpath.join(dest_root, marker_dir, posixpath.basename(entry.done_path))
+        # The marker keeps its folder (stats/ in v2, manifest/ in v1) relative to the store root.
+        dest_done = posixpath.join(dest_root, posixpath.relpath(entry.done_path, index.root))
         if dest_fs.exists(dest_done) and dest_fs.exists(dest_tar) and dest_fs.size(dest_tar) == index.fs.size(entry.path):
             report.shards_skipped.append(entry.shard)
         else:
@@ -118,7 +117,7 @@ def pull_store(
             shard_problems: list[str] = []
             if verify:
                 check = check_shard(dest_fs, dest_root, entry.shard, k=index.k, stats=json.loads(stats_bytes),
-                                    sha256=True, require_source=index.spec.get("source_copy") != "none")
+                                    sha256=True, require_source=index.has_source)
                 shard_problems += check.problems
             if shard_problems:
                 problems += shard_problems

@@ -74,6 +74,8 @@ class StoreIndex:
         if "k" not in self.spec:
             raise StoreFormatError(f"{self.path(SPEC_FILE)} has no 'k' (views per source) in its spec")
         self.k = int(self.spec["k"])
+        #: False for a store made with --source-copy none: its samples have no src.* member.
+        self.has_source = self.spec.get("source_copy") != "none"
         self.shards: list[ShardEntry] = self._list_shards()
         self._by_shard = {entry.shard: entry for entry in self.shards}
 

@@ -32,9 +32,8 @@ def test_done_markers_are_found_in_both_formats(tmp_path, version):
     assert find_done_marker(FS, root, 7) is None
     Path(markers[2]).unlink()
     assert sorted(list_done_markers(FS, root)) == [0, 1]  # a shard without its marker is not there
-    assert layout.done_marker_shard(layout.shard_stats(root, 12)) == 12
-    assert layout.done_marker_shard(layout.shard_done_v1(root, 12)) == 12
-    assert layout.done_marker_shard(f"{root}/manifest/000012.parquet") is None
+    assert layout.shard_done(root, 12, 2).endswith("/stats/000012.json")
+    assert layout.shard_done(root, 12, 1).endswith("/manifest/_000012.json")
 
 
 def test_a_sound_shard_has_no_problems_and_counts(tmp_path):
