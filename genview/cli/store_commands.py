@@ -18,6 +18,7 @@ def add_parsers(sub, formatter) -> None:
     )
     p.add_argument("store", help="store folder or URL")
     p.add_argument("--decode", action="store_true", help="also decode every view image (slower)")
+    p.add_argument("--sha256", action="store_true", help="also check each tar's sha256 against its done marker (reads every byte)")
     p.add_argument("--allow-incomplete", action="store_true", help="do not count unfinished shards as problems")
     p.set_defaults(handler=run_verify)
 
@@ -66,7 +67,7 @@ def run_verify(args: argparse.Namespace) -> int:
     """Run `genview verify`; exit code 1 when problems are found."""
     from genview.datastore.verify import verify_store
 
-    report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete)
+    report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete, sha256=args.sha256)
     print(report)
     return 0 if report.ok else 1
 

@@ -72,3 +72,20 @@ def test_the_datastore_imports_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(result.stdout) == []
+
+
+def test_verify_runs_the_shard_check_and_sha256_finds_a_flipped_byte(tmp_path):
+    from genview.cli.main import main
+    from genview.datastore.verify import verify_store
+
+    store = build_store(tmp_path / "s", shard_sizes=(3, 2), failed_in=(0,), k=2)
+    report = verify_store(store.url, sha256=True, decode=True)
+    assert report.ok, report.problems
+    assert (report.ok_sources, report.failed_sources, report.views) == (5, 1, 10)
+    tar = store.tar(1)
+    data = bytearray(tar.read_bytes())
+    data[2000] ^= 0xFF  # inside a member's bytes: sizes and headers still agree
+    tar.write_bytes(bytes(data))
+    assert verify_store(store.url).ok  # sizes alone cannot see it
+    assert main(["verify", store.url, "--sha256"]) == 1
+    assert any("sha256" in p and "000001" in p for p in verify_store(store.url, sha256=True).problems)
