@@ -7,11 +7,10 @@ import json
 import posixpath
 import sys
 
-from pydantic import ValidationError
-
+# Only light imports at module level: `genview --help` builds every verb's parser. The pipeline
+# (torch) is imported by the handler.
 from genview.generator.registry import model_names
-from genview.pipeline import GenerateSpec, generate
-from genview.recipes import apply_recipe, recipe_names
+from genview.recipes import apply_recipe, recipe_names  # torch-free
 
 EPILOG = """\
 examples:
@@ -66,21 +65,21 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--recipe", choices=recipe_names(), metavar="NAME",
                    help="a paper's settings by name (`genview recipes list`); flags given explicitly override it")
     p.add_argument("--model", choices=model_names(), help="generator to use (required without --recipe)")
-    p.add_argument("--k", type=int, help="views per source image (default 10, as the first seed)")
+    p.add_argument("--k", type=int, help="views per source image, as the first seed (default: 10)")
     p.add_argument("--weights", help="checkpoint directory (or hub id) of the model; see `genview models --help`")
     p.add_argument("--encoder-weights", help="condition-encoder checkpoint, when it is not inside --weights")
     p.add_argument("--out", help="store folder or URL (default: SOURCE-MODEL-kK in the current folder)")
-    p.add_argument("--shard-size", type=int, help="sources per shard (the unit of work and resume; default 1000)")
-    p.add_argument("--seed", type=int, help="job seed; each view's noise derives from (seed, source, view); default 0")
-    p.add_argument("--batch-size", type=int, help="generator batch of (source x view) rows (default 32)")
-    p.add_argument("--device", help="auto (cuda if visible; the default), cpu, cuda, cuda:N")
+    p.add_argument("--shard-size", type=int, help="sources per shard, the unit of work and resume (default: 1000)")
+    p.add_argument("--seed", type=int, help="job seed; each view's noise derives from (seed, source, view) (default: 0)")
+    p.add_argument("--batch-size", type=int, help="generator batch of (source x view) rows (default: 32)")
+    p.add_argument("--device", help="auto (cuda if visible), cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--view-size", type=int, help="resize stored views to this side (e.g. 224, as the first seed did); default: native")
-    p.add_argument("--format", choices=["jpg", "webp", "png"], help="view image format (default jpg)")
-    p.add_argument("--quality", type=int, help="JPEG/WebP quality (default 95)")
+    p.add_argument("--format", choices=["jpg", "webp", "png"], help="view image format (default: jpg)")
+    p.add_argument("--quality", type=int, help="JPEG/WebP quality (default: 95)")
     p.add_argument("--best-of", type=int,
-                   help="draw N candidates per view and keep the one most similar to the source (default 1; DA IC-GAN "
-                   "used best of 20 only to build its Fake-IN test sets, recipe daicgan-fake-in)")
-    p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default 0.8 icgan, 1.0 cc-icgan, per DA IC-GAN)")
+                   help="draw N candidates per view and keep the one most similar to the source; DA IC-GAN used the "
+                   "best of 20 only to build its Fake-IN test sets, recipe daicgan-fake-in (default: 1)")
+    p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default: 0.8 for icgan, 1.0 for cc-icgan, per DA IC-GAN)")
     p.add_argument("--store-embeddings", action="store_true", default=None,
                    help="keep each source's condition embedding in its sample as KEY.emb.npy (float32, numpy format)")
     p.add_argument("--source-copy", choices=["jpg", "png", "original", "none"],
@@ -98,9 +97,9 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--pair-across", metavar="COLUMN",
                    help="take the secondary from a different value of this sources column (e.g. a slide id from the list file, or label)")
     p.add_argument("--interpolation", choices=["slerp", "lerp"],
-                   help="how embeddings are mixed (default lerp, as Gen-SIS, supplement 9.4)")
+                   help="how embeddings are mixed; lerp as Gen-SIS (supplement 9.4) (default: lerp)")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
-    p.add_argument("--io-threads", type=int, help="threads for reading, decoding and encoding (per worker; default 4)")
+    p.add_argument("--io-threads", type=int, help="threads for reading, decoding and encoding, per worker (default: 4)")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="run the shards on this Ray cluster (auto, HOST:PORT, ray://HOST:10001): one actor per GPU, "
                    "shards handed out as workers free up; default $GENVIEW_RAY_ADDRESS, else in this process")
@@ -125,6 +124,8 @@ FLAG_FIELDS = (
 
 def _report(exc: Exception) -> None:
     """Print spec errors naming the flag, e.g. `--alphas: ...`."""
+    from pydantic import ValidationError
+
     if isinstance(exc, ValidationError):
         for err in exc.errors():
             flag = "-".join(str(p) for p in err["loc"]).replace("_", "-") or "recipe"
@@ -135,6 +136,10 @@ def _report(exc: Exception) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `genview generate`: flags given explicitly, over the recipe's values, over the spec defaults."""
+    from pydantic import ValidationError
+
+    from genview.pipeline import GenerateSpec, generate
+
     params = dict(args.param)
     if args.truncation is not None:
         params["truncation"] = args.truncation

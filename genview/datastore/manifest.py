@@ -56,9 +56,6 @@ def _pandas_metadata(fields: list[tuple[str, pa.DataType]]) -> bytes:
 
 MANIFEST_SCHEMA = pa.schema(_FIELDS, metadata={b"pandas": _pandas_metadata(_FIELDS)})
 
-#: Column names of format v1 manifests: the same, with "alpha" (the secondary's weight) for primary_weight.
-V1_MANIFEST_NAMES = ["alpha" if name == "primary_weight" else name for name in MANIFEST_SCHEMA.names]
-
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 

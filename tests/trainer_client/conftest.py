@@ -27,8 +27,9 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def interp_store(tmp_path_factory):
-    """A store made 'with --interpolate': KEY.sec.png, alphas (0.2, 0.5, 0.8), secondary_id."""
-    return build_store(tmp_path_factory.mktemp("interp"), shard_sizes=(4, 3), k=3, failed_in=(), interpolate=True)
+    """A format v1 store made 'with --interpolate': KEY.sec.png, alphas (0.2, 0.5, 0.8: the secondary's weight), secondary_id."""
+    return build_store(tmp_path_factory.mktemp("interp"), shard_sizes=(4, 3), k=3, failed_in=(), interpolate=True,
+                       format_version=1)
 
 
 @pytest.fixture(scope="session")
