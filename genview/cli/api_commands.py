@@ -153,6 +153,8 @@ def _progress_line(job) -> str:
     p = job.progress
     parts = [f"{p.sources_done}/{p.sources_total if p.sources_total is not None else '?'} sources"]
     parts.append(f"{p.views_written} views")
+    if getattr(p, "sources_in_running_shards", 0):
+        parts.append(f"{p.sources_in_running_shards} of them in running shards")
     if p.failed_sources:
         parts.append(f"{p.failed_sources} failed")
     if p.views_per_second:

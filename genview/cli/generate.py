@@ -95,6 +95,8 @@ def add_parsers(sub, formatter) -> None:
                    "starts a local Ray instance with N worker processes on this machine")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store at --out and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--live-progress", action="store_true",
+                   help="while shards run, keep OUT/_progress.json up to date (the job service reads it)")
     p.set_defaults(handler=run)
 
 
@@ -133,6 +135,6 @@ def run(args: argparse.Namespace) -> int:
         for err in exc.errors():
             print(f"genview generate: --{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}", file=sys.stderr)
         return 2
-    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress)
+    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress, live_progress=args.live_progress)
     print(summary)
     return 0
