@@ -1,0 +1,67 @@
+"""Byte offsets of every member of a shard tar, so one image is one ranged read, not a shard scan."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from genview.datastore import layout
+from genview.datastore.store import Store
+
+# The tar header scanner lives in the trainer client today; it moves to genview.datastore at the
+# merge of the trainer-client branch, and only this import changes then.
+from genview.trainer_client.tarscan import TarFormatError, iter_tar
+
+
+@dataclass(frozen=True)
+class MemberSpan:
+    """Where a member's bytes lie in its shard tar."""
+
+    offset: int
+    size: int
+
+
+class ShardMemberIndex:
+    """Member name -> byte span, per done shard, built once from the tar headers (no image bytes read)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._shards: dict[int, dict[str, MemberSpan]] = {}
+        self._keys: dict[int, dict[str, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def members(self, shard: int) -> dict[str, MemberSpan]:
+        """Every member of a shard's tar with its byte span (headers only, cached)."""
+        with self._lock:
+            found = self._shards.get(shard)
+        if found is not None:
+            return found
+        spans: dict[str, MemberSpan] = {}
+        path = layout.shard_tar(self.store.root, shard)
+        try:
+            with self.store.fs.open(path, "rb") as fh:
+                for member in iter_tar(fh, read_data=False, seekable=True):
+                    spans[member.name] = MemberSpan(member.data_offset, member.size)
+        except TarFormatError as exc:
+            raise OSError(f"shard {layout.shard_name(shard)} cannot be indexed: {exc}") from None
+        by_key: dict[str, dict[str, str]] = {}
+        for name in spans:
+            key, _, suffix = name.rpartition("/")[2].partition(".")
+            by_key.setdefault(key, {})[suffix] = name
+        with self._lock:
+            self._shards[shard] = spans
+            self._keys[shard] = by_key
+        return spans
+
+    def read(self, shard: int, member: str) -> bytes:
+        """The bytes of one member, read by offset; KeyError when the shard has no such member."""
+        span = self.members(shard)[member]
+        with self.store.fs.open(layout.shard_tar(self.store.root, shard), "rb") as fh:
+            fh.seek(span.offset)
+            return fh.read(span.size)
+
+    def sample_members(self, shard: int, key: str) -> dict[str, str]:
+        """Suffix (e.g. 'src.jpg', 'sec.png') -> member name for one sample key."""
+        self.members(shard)
+        with self._lock:
+            return dict(self._keys[shard].get(key, {}))
