@@ -126,7 +126,8 @@ def _live_counts(live: dict[str, Any] | None, done: set[int], start: float | Non
         failed += max(int(counts[2]), 0)
     rate = None
     first, updated = live.get("first_source_at"), live.get("updated_at")
-    if first is not None and updated is not None and updated > first and int(live.get("run_views") or 0) > 0:
+    # Under half a second after the first source the span is too short for a meaningful rate.
+    if first is not None and updated is not None and updated - first >= 0.5 and int(live.get("run_views") or 0) > 0:
         rate = int(live["run_views"]) / (float(updated) - float(first))
     return sources, views, failed, rate
 
