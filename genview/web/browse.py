@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+from typing import Annotated, AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, Response
@@ -32,14 +33,25 @@ def store_page_context(view: StoreView, params: dict[str, str]) -> dict:
 def create_browse_app(url: str) -> FastAPI:
     """A read-only app serving the pages of the store at `url` at / and its images at /img/SHARD/MEMBER."""
     view = StoreView(url)
-    app = FastAPI(title="genview store browser", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Read the manifest, index the first page's shards and compile the templates before the
+        # first visitor: uvicorn accepts connections only after this.
+        await run_in_threadpool(render_store_page, store_page_context(view, {}))
+        yield
+
+    def render_store_page(context: dict) -> str:
+        return render("store_page.html", title=url, page_kind="store", dashboard=False, static_base="/static",
+                      home_url="/", base_url="/", img_url=lambda shard, member: f"/img/{shard}/{member}", **context)
+
+    app = FastAPI(title="genview store browser", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
 
     @app.get("/", response_class=HTMLResponse)
     async def store_page(request: Request) -> HTMLResponse:
         context = await run_in_threadpool(store_page_context, view, dict(request.query_params))
-        html = render("store_page.html", title=url, page_kind="store", dashboard=False, static_base="/static",
-                      home_url="/", base_url="/", img_url=lambda shard, member: f"/img/{shard}/{member}", **context)
-        return HTMLResponse(html)
+        return HTMLResponse(await run_in_threadpool(render_store_page, context))
 
     @app.get("/img/{shard}/{member}")
     async def image(shard: Annotated[int, Path(ge=0)], member: Annotated[str, Path(max_length=255)]) -> Response:

@@ -225,5 +225,5 @@ class StoreViews:
             view = self._views.pop(url, None) or StoreView(url)
             self._views[url] = view  # most recently used last
             while len(self._views) > self.size:
-                self._views.pop(next(iter(self._views)))
+                self._views.pop(next(iter(self._views))).members.close()
             return view

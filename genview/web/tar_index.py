@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
 from genview.datastore import layout
+from genview.datastore.fs import is_local
 from genview.datastore.store import Store
 
 # The tar header scanner lives in the trainer client today; it moves to genview.datastore at the
@@ -28,6 +30,8 @@ class ShardMemberIndex:
         self.store = store
         self._shards: dict[int, dict[str, MemberSpan]] = {}
         self._keys: dict[int, dict[str, dict[str, str]]] = {}
+        self._fds: dict[int, int] = {}  # local stores: one open descriptor per shard, read with pread
+        self._local = is_local(store.fs)
         self._lock = threading.Lock()
 
     def members(self, shard: int) -> dict[str, MemberSpan]:
@@ -56,6 +60,13 @@ class ShardMemberIndex:
     def read(self, shard: int, member: str) -> bytes:
         """The bytes of one member, read by offset; KeyError when the shard has no such member."""
         span = self.members(shard)[member]
+        if self._local:
+            # pread: no seek state shared between threads, no Python file object per image.
+            with self._lock:
+                fd = self._fds.get(shard)
+                if fd is None:
+                    fd = self._fds[shard] = os.open(layout.shard_tar(self.store.root, shard), os.O_RDONLY)
+            return os.pread(fd, span.size, span.offset)
         with self.store.fs.open(layout.shard_tar(self.store.root, shard), "rb") as fh:
             fh.seek(span.offset)
             return fh.read(span.size)
@@ -65,3 +76,10 @@ class ShardMemberIndex:
         self.members(shard)
         with self._lock:
             return dict(self._keys[shard].get(key, {}))
+
+    def close(self) -> None:
+        """Close the descriptors of local shards."""
+        with self._lock:
+            fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            os.close(fd)
