@@ -22,18 +22,12 @@ def _make_store(out, source, weights, **extra):
 
 @pytest.fixture(scope="module")
 def browse(tmp_path_factory, web_sources, tiny_weights):
-    """`genview browse` of a small store (13 sources, one undecodable, one class named like an XSS payload)."""
+    """`genview browse` of a small interpolated store (13 sources, one undecodable, a class named like an XSS payload).
+
+    Interpolated, so the pages show every column (source, secondary, views with their weight); the
+    plain layout is on the dashboard's store page (test_dashboard.py).
+    """
     base = tmp_path_factory.mktemp("browse")
-    store = _make_store(base / "store", web_sources, tiny_weights("icgan"))
-    server = Process(["browse", str(store), "--port", "{port}"], cwd=base, log=base / "browse.log").start("/")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browse_interpolated(tmp_path_factory, web_sources, tiny_weights):
-    """`genview browse` of an interpolated store."""
-    base = tmp_path_factory.mktemp("browse-interp")
     store = _make_store(base / "store", web_sources, tiny_weights("icgan"), interpolate=True, alphas=[0.3, 0.7])
     server = Process(["browse", str(store), "--port", "{port}"], cwd=base, log=base / "browse.log").start("/")
     yield server
@@ -59,7 +53,7 @@ def test_overview_counts_weights_histogram_classes_failures(browse, page):
     # (Lazy images: scroll so every one is requested, then wait for all to decode.)
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
-    assert page.locator("#grid img").count() == 12 * 4
+    assert page.locator("#grid img").count() == 12 * (1 + 1 + 3)  # source, secondary, 3 views
     page.evaluate("window.scrollTo(0, 0)")
     save_screenshot(page, "store-page.png")
 
@@ -115,8 +109,9 @@ def test_user_text_is_escaped(browse, page):
     assert page.locator("#failures b").count() == 0 and page.locator("script").count() == 0
 
 
-def test_interpolated_store_shows_primary_secondary_and_weight(browse_interpolated, page):
-    page.goto(browse_interpolated.url + "/")
+def test_interpolated_store_shows_primary_secondary_and_weight(browse, page):
+    page.goto(browse.url + "/")
+    assert "α 0.3, 0.7" in page.locator("#store-interpolation").inner_text()
     row = page.locator("#grid .row").first
     assert row.locator("figure.secondary img").count() == 1
     alphas = row.locator(".alpha").all_text_contents()
