@@ -123,14 +123,14 @@ class StoreView:
     def _current(self) -> dict[str, Any]:
         """The loaded state, reloaded if shards were committed since."""
         with self._lock:
-            if time.monotonic() - self._checked_at >= self.max_age:
-                self._checked_at = time.monotonic()
+            if not self._state or time.monotonic() - self._checked_at >= self.max_age:
                 if not self.store.exists():
                     raise StoreError(f"{self.url} holds no store yet (no genview.json)")
                 done = frozenset(self.store.done_shards())
-                if done != self._done:
+                if done != self._done or not self._state:
                     self._state = self._load()
                     self._done = done
+                self._checked_at = time.monotonic()  # only after a successful read: a missing store is asked again
             return self._state
 
     def _load(self) -> dict[str, Any]:

@@ -73,3 +73,4 @@ def test_cli_status_line_mentions_running_shards():
                      "sources_in_running_shards": 14, "views_in_running_shards": 112},
     })
     assert _progress_line(job) == "14/60 sources (14 in running shards), 112 views, 22.6 views/s, ETA 16 s"
+

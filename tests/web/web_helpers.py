@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import httpx
 CHROMIUM = os.environ.get("GENVIEW_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-#: Screenshots for the README land here (committed in docs/).
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+#: Screenshots go to $GENVIEW_SCREENSHOTS (the README's come from GENVIEW_SCREENSHOTS=docs), else a temp folder.
+SCREENSHOTS = Path(os.environ.get("GENVIEW_SCREENSHOTS") or tempfile.mkdtemp(prefix="genview-screenshots-"))
 EVIL = "<img src=x onerror=alert(1)>"
 
 
@@ -78,8 +79,9 @@ def make_sources(root: Path, per_class: int = 4) -> Path:
 
 
 def save_screenshot(page, name: str) -> Path:
-    """Save a PNG of the whole page into docs/ (for the README)."""
-    DOCS.mkdir(exist_ok=True)
-    path = DOCS / name
+    """Save a PNG of the whole page into SCREENSHOTS; check it is a real PNG."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
     page.screenshot(path=str(path), full_page=True)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return path
