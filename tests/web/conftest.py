@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # web_helpers.py beside this file
+sys.path.insert(0, str(Path(__file__).parent.parent / "s3"))  # the S3 server fixtures
 
+from moto_s3 import s3_bucket, s3_server  # noqa: E402,F401  (fixtures)
 from web_helpers import CHROMIUM, CHROMIUM_ARGS, make_sources  # noqa: E402
 
 
