@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from genview.api import service
+from genview.api.db import Job
 from genview.api.deps import ContextDep, PrincipalDep
 from genview.api.schemas import TERMINAL, JobCreate
 from genview.web import signing
@@ -157,8 +157,6 @@ def create_dashboard_router(tokens: list[str]) -> APIRouter:
         path = f"/ui/img/{quote(job_id, safe='')}/{shard}/{quote(member, safe='')}"
         if not signing.verify(key, path, exp, sig):
             raise HTTPException(403, detail="image URL signature invalid or expired: reload the store page")
-        from genview.api.db import Job
-
         with ctx.sessions() as session:
             job = session.get(Job, job_id)
             out = job.out if job is not None else None
