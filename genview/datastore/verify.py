@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import io
-import tarfile
-from collections import Counter, defaultdict
-
-import pyarrow.parquet as pq
+from collections import defaultdict
 
 from genview.datastore import layout
-from genview.datastore.manifest import MANIFEST_SCHEMA, STATUS_FAILED, STATUS_OK
+from genview.datastore.fs import is_local
+from genview.datastore.shardcheck import check_shard
 from genview.datastore.store import Store, StoreError
 
 
@@ -25,6 +22,7 @@ class VerifyReport:
     failed_sources: int = 0
     views: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
+    damaged: list[int] = dataclasses.field(default_factory=list)  # done shards with a problem (to redo)
 
     @property
     def ok(self) -> bool:
@@ -41,95 +39,33 @@ class VerifyReport:
         return head + f"\n{len(self.problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in self.problems)
 
 
-def _check_shard(store: Store, shard: int, planned_ids: list[int], k: int, decode: bool, report: VerifyReport) -> None:
-    """Check one done shard's tar, manifest fragment and stats against each other and the plan."""
-    fs, root = store.fs, store.root
+def quick_check_shard(store: Store, shard: int, check_hashes: bool = False) -> list[str]:
+    """Cheap check of a done shard before a rerun trusts it; returns the problems (empty: looks whole).
+
+    Always: the marker reads and the tar's size matches it (one stat). On local disk also the full
+    structural check from tar headers only (members, counts, manifest); `check_hashes` adds the
+    tar's sha256 (reads every byte), the only way to see a flipped byte on any filesystem.
+    """
     name = layout.shard_name(shard)
-    tar_path = layout.shard_tar(root, shard)
-    problems = report.problems
     try:
-        with fs.open(layout.shard_manifest(root, shard), "rb") as fh:
-            manifest = pq.read_table(fh)
+        stats = store.read_stats(shard)
     except (OSError, ValueError) as exc:
-        problems.append(f"shard {name}: manifest fragment unreadable: {exc}")
-        return
-    if manifest.schema.names != MANIFEST_SCHEMA.names:
-        problems.append(f"shard {name}: manifest columns {manifest.schema.names} differ from the format")
-        return
-    members: dict[str, int] = {}
-    try:
-        with fs.open(tar_path, "rb") as fh:
-            with tarfile.open(fileobj=fh, mode="r|") as tar:
-                for info in tar:
-                    data = tar.extractfile(info).read() if info.isfile() else b""
-                    if info.name in members:
-                        problems.append(f"shard {name}: member {info.name} appears twice")
-                    members[info.name] = len(data)
-                    if decode and info.name.rsplit(".", 1)[-1] in ("jpg", "webp", "png") and ".v" in info.name:
-                        _check_decodes(info.name, data, name, problems)
-    except (OSError, tarfile.TarError, EOFError) as exc:
-        problems.append(f"shard {name}: tar unreadable: {exc}")
-        return
-    rows = manifest.to_pylist()
-    ok_views: dict[int, list[int]] = defaultdict(list)
-    failed_ids = set()
-    for row in rows:
-        if row["shard"] != shard:
-            problems.append(f"shard {name}: manifest row for {row['key']} says shard {row['shard']}")
-        if row["status"] == STATUS_FAILED:
-            failed_ids.add(row["source_id"])
-            continue
-        if row["status"] != STATUS_OK:
-            problems.append(f"shard {name}: unknown status {row['status']!r} for {row['key']}")
-            continue
-        ok_views[row["source_id"]].append(row["view"])
-        size = members.get(row["member"])
-        if size is None:
-            problems.append(f"shard {name}: manifest names {row['member']} but the tar has no such member")
-        elif size != row["bytes"]:
-            problems.append(f"shard {name}: {row['member']} is {size} bytes, manifest says {row['bytes']}")
-    keys_in_tar = Counter(member.split(".", 1)[0] for member in members)
-    for source_id, views in ok_views.items():
-        if sorted(views) != list(range(k)):
-            problems.append(f"shard {name}: source {source_id} has views {sorted(views)}, expected 0..{k - 1}")
-        if layout.sample_key(source_id) not in keys_in_tar:
-            problems.append(f"shard {name}: source {source_id} has manifest rows but no sample in the tar")
-    for key in keys_in_tar:
-        if not key.isdigit() or len(key) != layout.KEY_WIDTH or int(key) not in ok_views:
-            problems.append(f"shard {name}: tar sample {key!r} has no ok rows in the manifest")
-    both = failed_ids & set(ok_views)
-    if both:
-        problems.append(f"shard {name}: sources {sorted(both)[:5]} are both failed and ok")
-    seen = failed_ids | set(ok_views)
-    missing = sorted(set(planned_ids) - seen)
-    extra = sorted(seen - set(planned_ids))
-    if missing:
-        problems.append(f"shard {name}: {len(missing)} planned source(s) absent from the manifest, e.g. {missing[:5]}")
-    if extra:
-        problems.append(f"shard {name}: {len(extra)} source(s) not planned for this shard, e.g. {extra[:5]}")
-    stats = store.read_stats(shard)
-    n_views = sum(len(v) for v in ok_views.values())
-    for field, actual in (("ok", len(ok_views)), ("failed", len(failed_ids)), ("views", n_views)):
-        if stats.get(field) != actual:
-            problems.append(f"shard {name}: stats say {field}={stats.get(field)}, manifest has {actual}")
-    report.ok_sources += len(ok_views)
-    report.failed_sources += len(failed_ids)
-    report.views += n_views
+        return [f"shard {name}: done marker unreadable: {exc}"]
+    tar_path = layout.shard_tar(store.root, shard)
+    if not store.fs.exists(tar_path):
+        return [f"shard {name}: tar missing"]
+    size = store.fs.size(tar_path)
+    if stats.get("tar_bytes") is not None and size != int(stats["tar_bytes"]):
+        return [f"shard {name}: tar is {size} bytes, its done marker says {stats['tar_bytes']}"]
+    if not (check_hashes or is_local(store.fs)):
+        return []  # header scans cost a request per member on object stores
+    spec = store.spec
+    return check_shard(store.fs, store.root, shard, k=int(spec["k"]), stats=stats, sha256=check_hashes,
+                       require_source=spec.get("source_copy") != "none").problems
 
 
-def _check_decodes(member: str, data: bytes, shard_name: str, problems: list[str]) -> None:
-    """Record a problem if a view's bytes do not decode as an image."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-    except Exception as exc:  # any decoder failure is a broken view
-        problems.append(f"shard {shard_name}: {member} does not decode: {exc}")
-
-
-def verify_store(url: str, decode: bool = False, require_complete: bool = True) -> VerifyReport:
-    """Check a whole store; `decode=True` also decodes every view (slower)."""
+def verify_store(url: str, decode: bool = False, require_complete: bool = True, sha256: bool = True) -> VerifyReport:
+    """Check a whole store; `decode=True` also decodes every view; `sha256=False` skips the tar digests (faster)."""
     store = Store(url)
     report = VerifyReport()
     try:
@@ -150,12 +86,30 @@ def verify_store(url: str, decode: bool = False, require_complete: bool = True) 
         report.problems.append(f"shard {layout.shard_name(shard)} has a done marker but is not in the plan")
     for shard in sorted(planned):
         if shard in done:
-            _check_shard(store, shard, planned[shard], k, decode, report)
+            try:
+                stats = store.read_stats(shard)
+            except (StoreError, OSError, ValueError) as exc:
+                report.problems.append(f"shard {layout.shard_name(shard)}: done marker unreadable: {exc}")
+                continue
+            check = check_shard(store.fs, store.root, shard, k=k, stats=stats, planned_ids=planned[shard],
+                                sha256=sha256, decode=decode, require_source=spec.get("source_copy") != "none")
+            report.problems += check.problems
+            if check.problems:
+                report.damaged.append(shard)
+            report.ok_sources += check.ok_sources
+            report.failed_sources += check.failed_sources
+            report.views += check.views
         else:
             if require_complete:
                 report.problems.append(f"shard {layout.shard_name(shard)} is not done (rerun the generate command to finish it)")
             if store.fs.exists(layout.shard_tar(store.root, shard)):
                 report.problems.append(f"shard {layout.shard_name(shard)}: tar present without a done marker")
-    for path in store.leftovers():
+    leftovers = store.leftovers()
+    for path in leftovers:
         report.problems.append(f"temporary file left by an interrupted write: {path}")
+    if leftovers:
+        report.problems.append(
+            "temporary files are left by a write that was killed; rerunning the generate command (or "
+            "`genview verify --repair`) removes them, or delete them by hand: nothing reads them"
+        )
     return report
