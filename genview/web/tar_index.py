@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 
 from genview.datastore import layout
 from genview.datastore.fs import is_local
 from genview.datastore.store import Store
-
-# The tar header scanner lives in the trainer client today; it moves to genview.datastore at the
-# merge of the trainer-client branch, and only this import changes then.
-from genview.trainer_client.tarscan import TarFormatError, iter_tar
-
-
-@dataclass(frozen=True)
-class MemberSpan:
-    """Where a member's bytes lie in its shard tar."""
-
-    offset: int
-    size: int
+from genview.datastore.tarindex import MemberEntry, TarFormatError, index_tar, read_member, split_member
 
 
 class ShardMemberIndex:
@@ -28,29 +16,26 @@ class ShardMemberIndex:
 
     def __init__(self, store: Store):
         self.store = store
-        self._shards: dict[int, dict[str, MemberSpan]] = {}
+        self._shards: dict[int, dict[str, MemberEntry]] = {}
         self._keys: dict[int, dict[str, dict[str, str]]] = {}
         self._fds: dict[int, int] = {}  # local stores: one open descriptor per shard, read with pread
         self._local = is_local(store.fs)
         self._lock = threading.Lock()
 
-    def members(self, shard: int) -> dict[str, MemberSpan]:
+    def members(self, shard: int) -> dict[str, MemberEntry]:
         """Every member of a shard's tar with its byte span (headers only, cached)."""
         with self._lock:
             found = self._shards.get(shard)
         if found is not None:
             return found
-        spans: dict[str, MemberSpan] = {}
-        path = layout.shard_tar(self.store.root, shard)
         try:
-            with self.store.fs.open(path, "rb") as fh:
-                for member in iter_tar(fh, read_data=False, seekable=True):
-                    spans[member.name] = MemberSpan(member.data_offset, member.size)
+            entries = index_tar(self.store.fs, layout.shard_tar(self.store.root, shard))
         except TarFormatError as exc:
             raise OSError(f"shard {layout.shard_name(shard)} cannot be indexed: {exc}") from None
+        spans = {entry.name: entry for entry in entries}
         by_key: dict[str, dict[str, str]] = {}
         for name in spans:
-            key, _, suffix = name.rpartition("/")[2].partition(".")
+            key, suffix = split_member(name)
             by_key.setdefault(key, {})[suffix] = name
         with self._lock:
             self._shards[shard] = spans
@@ -59,17 +44,16 @@ class ShardMemberIndex:
 
     def read(self, shard: int, member: str) -> bytes:
         """The bytes of one member, read by offset; KeyError when the shard has no such member."""
-        span = self.members(shard)[member]
-        if self._local:
-            # pread: no seek state shared between threads, no Python file object per image.
-            with self._lock:
-                fd = self._fds.get(shard)
-                if fd is None:
-                    fd = self._fds[shard] = os.open(layout.shard_tar(self.store.root, shard), os.O_RDONLY)
-            return os.pread(fd, span.size, span.offset)
-        with self.store.fs.open(layout.shard_tar(self.store.root, shard), "rb") as fh:
-            fh.seek(span.offset)
-            return fh.read(span.size)
+        entry = self.members(shard)[member]
+        path = layout.shard_tar(self.store.root, shard)
+        if not self._local:
+            return read_member(self.store.fs, path, entry)
+        # pread: no seek state shared between threads, no Python file object per image.
+        with self._lock:
+            fd = self._fds.get(shard)
+            if fd is None:
+                fd = self._fds[shard] = os.open(path, os.O_RDONLY)
+        return os.pread(fd, entry.size, entry.offset)
 
     def sample_members(self, shard: int, key: str) -> dict[str, str]:
         """Suffix (e.g. 'src.jpg', 'sec.png') -> member name for one sample key."""
