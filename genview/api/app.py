@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from genview import __version__
 from genview.api.db import init_db, make_engine, make_sessionmaker
+from genview.api.errors import install_error_handlers
 from genview.api.executors import Executor, make_executor
 from genview.api.metrics import MetricsMiddleware, RequestMetrics
 from genview.api.progress import ProgressReader
@@ -43,7 +44,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         progress = ProgressReader(settings.progress_cache_seconds)
         runner = executor or make_executor(settings)
         dispatcher = Dispatcher(sessions, runner, progress, settings.max_running_jobs,
-                                settings.reconcile_interval, settings.cancel_grace_seconds)
+                                settings.reconcile_interval, settings.cancel_grace_seconds, settings.replica_name)
         # Before the first request: find jobs an earlier service process left running.
         await run_in_threadpool(dispatcher.run_once)
         dispatcher.start()
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
             {"name": "service", "description": "health and metrics"},
         ],
     )
+    install_error_handlers(app)
     app.state.metrics = RequestMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(jobs.router, prefix="/v1")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -92,7 +93,18 @@ class Settings(BaseSettings):
     ray_worker_python: str = Field(default="python", description="python on the Ray cluster that runs the worker")
     generate_args: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="extra `genview generate` flags for every job, e.g. --ray-address,auto")
-    metrics_require_auth: bool = Field(default=False, description="require a token for /metrics")
+    metrics_require_auth: bool = Field(
+        default=True, description="require a bearer token for /metrics; set false to let anyone who reaches the port scrape it")
+    # Per-job machine resources are the operator's, not the client's: defaults and caps.
+    default_workers: int | None = Field(default=None, ge=1, description="Ray actors per job when a request gives none (None: in-process)")
+    max_workers: int = Field(default=0, ge=0, le=4096, description="most Ray actors a request may ask for (0: requests may not ask)")
+    default_io_threads: int = Field(default=4, ge=1, le=64, description="read/decode/encode threads per job when a request gives none")
+    max_io_threads: int = Field(default=8, ge=1, le=64, description="most io_threads a request may ask for")
+    default_batch_size: int = Field(default=32, ge=1, le=4096, description="generator batch per job when a request gives none")
+    max_batch_size: int = Field(default=256, ge=1, le=4096, description="most batch_size a request may ask for")
+    replica_name: str = Field(
+        default_factory=socket.gethostname, min_length=1, max_length=128,
+        description="this replica's name; local workers are watched only by replicas of the same name (same machine)")
     log_level: str = Field(default="info", description="uvicorn log level")
 
     @field_validator("tokens", mode="before")

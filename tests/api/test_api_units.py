@@ -49,7 +49,7 @@ def test_paths_inside_the_roots_resolve_to_real_absolute_paths(roots):
     [
         ("data/../data/imgs", PathRefused, "'..' is not allowed"),
         ("/etc/passwd", PathRefused, "outside your source roots"),
-        ("data/escape/x", PathRefused, "resolves through a symlink"),
+        ("data/escape/x", PathRefused, "leads through a symbolic link"),
         ("~/data", PathRefused, "outside your source roots"),
         ("s3://bucket/team-other/x", PathRefused, "outside your source roots"),
         ("s3://bucket/team/%2e%2e/secret", PathRefused, "'..' and '.' segments"),

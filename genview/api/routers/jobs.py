@@ -54,7 +54,7 @@ def create_job(
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    response.headers["Location"] = f"/v1/jobs/{public.id}"
     return public
 
 
