@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import AsyncIterator
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +21,7 @@ from genview.api.routers import health, jobs, models
 from genview.api.security import Authenticator
 from genview.api.service import AppContext
 from genview.api.settings import Settings, load_settings
+from genview.api.status_cache import StatusCache
 
 DESCRIPTION = """\
 Submit `genview generate` jobs over HTTP and follow them. A job's spec has the same fields and
@@ -47,9 +49,12 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
                                 settings.reconcile_interval, settings.cancel_grace_seconds, settings.replica_name)
         # Before the first request: find jobs an earlier service process left running.
         await run_in_threadpool(dispatcher.run_once)
+        status_cache = StatusCache(settings.status_cache_seconds)
+        dispatcher.on_change = status_cache.forget
         dispatcher.start()
         app.state.ctx = AppContext(settings=settings, sessions=sessions, executor=runner, dispatcher=dispatcher,
-                                   progress=progress, authenticator=Authenticator(settings), engine=engine)
+                                   progress=progress, authenticator=Authenticator(settings), engine=engine,
+                                   status_cache=status_cache, submit_limiter=anyio.CapacityLimiter(settings.submit_threads))
         try:
             yield
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Iterator
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint, create_engine, event
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -47,6 +47,9 @@ class Job(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_genview_jobs_owner_key"),
         # Client-chosen ids are per owner: one token's ids say nothing about another's.
         UniqueConstraint("owner", "public_id", name="uq_genview_jobs_owner_public_id"),
+        # Every submit counts the owner's jobs in flight and looks for a job writing the same store.
+        Index("ix_genview_jobs_owner_state", "owner", "state"),
+        Index("ix_genview_jobs_out_state", "out", "state"),
     )
 
     #: The service's own id (job folders, Ray submission ids); never chosen by a client.
@@ -58,6 +61,8 @@ class Job(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_digest: Mapped[str] = mapped_column(String(64))
+    #: Hash of the request body as submitted: an identical resubmission is answered without resolving it again.
+    request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     out: Mapped[str] = mapped_column(Text)
     read_roots: Mapped[list[str]] = mapped_column(JSON)
     #: Where weights and path params may come from (read roots + model roots), for the worker's own check.

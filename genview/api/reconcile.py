@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from typing import Callable
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,6 +44,12 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.finished_counts: dict[str, int] = {}
+        #: Called with (owner, public id) whenever this dispatcher changes a job (the status cache listens).
+        self.on_change: Callable[[str, str], None] | None = None
+
+    def _changed(self, job: Job) -> None:
+        if self.on_change is not None:
+            self.on_change(job.owner, job.public_id)
 
     # -- the loop ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -133,6 +140,7 @@ class Dispatcher:
         ).rowcount
         session.commit()
         session.refresh(job)
+        self._changed(job)
         if not recorded:
             return
         self.finished_counts[state.value] = self.finished_counts.get(state.value, 0) + 1
@@ -161,6 +169,7 @@ class Dispatcher:
                 if not claimed:
                     continue
                 session.refresh(job)
+                self._changed(job)
                 self.progress.forget(job.out)
                 try:
                     info = self.executor.start(job.id, GenerateSpec.model_validate(job.spec), job.read_roots,
@@ -172,6 +181,7 @@ class Dispatcher:
                 job.pid, job.pid_start_time = info.pid, info.pid_start_time
                 job.external_id, job.job_dir = info.external_id, info.job_dir
                 session.commit()
+                self._changed(job)
                 log.info("job %s started (%s)", job.id, info)
 
     # -- cancel ------------------------------------------------------------------------------------
@@ -186,6 +196,7 @@ class Dispatcher:
             ).rowcount
             session.commit()
             session.refresh(job)
+            self._changed(job)
             if cancelled_queued:
                 job.progress = self.progress.read(job.out, None)
                 session.commit()

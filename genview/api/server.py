@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
 
 from genview.api.settings import Settings
 
@@ -40,5 +41,9 @@ def run_server(settings: Settings) -> None:
 
     check_security(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The event loop thread competes for the GIL with the request threads; with the default 5 ms
+    # switch interval a status read that needs no thread still waits out a whole slice of a
+    # database-bound submit (measured with bench/bench_api_load.py).
+    sys.setswitchinterval(settings.gil_switch_interval)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, access_log=settings.log_level == "debug")

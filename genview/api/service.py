@@ -20,6 +20,7 @@ from genview.api.reconcile import Dispatcher
 from genview.api.schemas import IN_FLIGHT, TERMINAL, Execution, JobCreate, JobPublic, JobState, Progress
 from genview.api.security import Authenticator, authorize_spec
 from genview.api.settings import Principal, Settings
+from genview.api.status_cache import StatusCache
 from genview.pipeline.spec import GenerateSpec
 
 
@@ -34,11 +35,18 @@ class AppContext:
     progress: ProgressReader
     authenticator: Authenticator
     engine: Any
+    status_cache: StatusCache = dataclasses.field(default_factory=StatusCache)
+    submit_limiter: Any = None  # anyio.CapacityLimiter for POST /v1/jobs (None: the default threadpool)
 
 
 def spec_digest(spec: GenerateSpec) -> str:
     """Stable hash of a resolved spec (two submissions are the same job when these agree)."""
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def request_digest(body: JobCreate) -> str:
+    """Stable hash of a submission as the client sent it (before any path is resolved)."""
+    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -102,10 +110,13 @@ def _find_existing(session: Session, principal: Principal, job_id: str | None, k
 def submit(ctx: AppContext, session: Session, principal: Principal, body: JobCreate,
            idempotency_key: str | None) -> tuple[Job, bool]:
     """Create a job (True) or return the one an earlier identical submission made (False)."""
-    spec = authorize_spec(body, principal, ctx.settings)
-    digest = spec_digest(spec)
     key = idempotency_key if idempotency_key is not None else body.id
     existing, by = _find_existing(session, principal, body.id, key)
+    request = request_digest(body)
+    if existing is not None and existing.request_digest == request:
+        return existing, False  # the very request that made it: checked then, no need to resolve it again
+    spec = authorize_spec(body, principal, ctx.settings)
+    digest = spec_digest(spec)
     if existing is not None:
         return _replay_or_conflict(existing, digest, spec, by), False
     in_flight = session.scalar(
@@ -134,6 +145,7 @@ def submit(ctx: AppContext, session: Session, principal: Principal, body: JobCre
         state=JobState.queued.value,
         spec=spec.model_dump(mode="json"),
         spec_digest=digest,
+        request_digest=request,
         out=spec.out,
         read_roots=list(principal.source_roots),
         weight_roots=ctx.settings.read_roots(principal),
@@ -182,4 +194,5 @@ def cancel_job(ctx: AppContext, session: Session, principal: Principal, job_id: 
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id!r} already {job.state}")
     ctx.dispatcher.cancel(session, job)
     session.refresh(job)
+    ctx.status_cache.forget(job.owner, job.public_id)
     return job

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body accepted (413 above)")
     reconcile_interval: float = Field(default=2.0, gt=0, description="seconds between job state reconciliations")
     progress_cache_seconds: float = Field(default=1.0, ge=0, description="how long a store progress reading is reused")
+    status_cache_seconds: float = Field(
+        default=0.5, ge=0, le=10, description="how long a GET /v1/jobs/{id} reply is reused (0: never); this process's own changes show at once")
+    gil_switch_interval: float = Field(
+        default=0.001, gt=0, le=0.1, description="sys.setswitchinterval of the server process (seconds)")
+    submit_threads: int = Field(
+        default=4, ge=1, le=64, description="submissions handled at once; the rest wait without holding a request thread")
     cancel_grace_seconds: float = Field(default=10.0, ge=0, description="SIGTERM -> SIGKILL grace when cancelling")
     worker_python: str = Field(default=sys.executable, description="python that runs local workers")
     ray_address: str | None = Field(default=None, description="Ray dashboard address; when set, jobs run as Ray jobs")
