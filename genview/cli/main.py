@@ -13,10 +13,10 @@ import os
 import sys
 
 from genview import __version__
-from genview.cli import api_commands, demo, generate, models, recipes, store_commands, train
+from genview.cli import api_commands, demo, generate, models, recipes, store_commands, train, web_commands
 
 #: Each module adds its verbs to the parser and returns nothing; each verb's handler returns an exit code.
-VERB_MODULES = (generate, recipes, store_commands, models, train, demo, api_commands)
+VERB_MODULES = (generate, recipes, store_commands, models, train, demo, api_commands, web_commands)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -83,11 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except PermissionError as exc:
         print(f"genview {args.verb}: error: cannot write {exc.filename or ''}: permission denied "
               "(is the store read-only? choose another --out)", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # Expected user-facing failures (bad spec, missing weights, store mismatch): no traceback.
-        # Before OSError: WeightsNotFoundError is a FileNotFoundError, hence an OSError.
-        print(f"genview {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC):
