@@ -9,6 +9,9 @@ from genview.datastore.inspect import format_summary, inspect_store
 from genview.datastore.preview import preview_grid
 from genview.datastore.verify import verify_store
 
+#: Quality metrics inspect and preview can order by (from `genview quality`).
+QUALITY_ORDERS = ["fid", "kid", "nn_corruption", "independent", "diversity", "similarity"]
+
 
 def add_parsers(sub, formatter) -> None:
     """Add the store verbs."""
@@ -35,6 +38,8 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("store", help="store folder or URL")
     p.add_argument("--worst", type=int, default=10, help="how many lowest-similarity views and failures to list")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--order", default="fid", choices=QUALITY_ORDERS,
+                   help="order of the per-class quality table (from `genview quality`), worst first")
     p.set_defaults(handler=run_inspect)
 
     p = sub.add_parser(
@@ -48,7 +53,9 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--rows", type=int, default=8, help="sources to show")
     p.add_argument("--views", type=int, help="views per source to show (default: all K)")
     p.add_argument("--cell", type=int, default=128, help="thumbnail side in pixels")
-    p.add_argument("--order", choices=["first", "worst", "best"], default="first", help="which sources: first by id, or by their least similar view")
+    p.add_argument("--order", choices=["first", "worst", "best", *QUALITY_ORDERS], default="first",
+                   help="which sources: first by id, or by their least similar view (worst/best), or worst first by a "
+                   "`genview quality` metric: fid (the class's), nn_corruption, independent, diversity")
     p.add_argument("--label", help="only sources with this label")
     p.set_defaults(handler=run_preview)
 
@@ -75,7 +82,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_inspect(args: argparse.Namespace) -> int:
     """Run `genview inspect`."""
-    summary = inspect_store(args.store, worst=args.worst)
+    summary = inspect_store(args.store, worst=args.worst, quality_order=args.order)
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
 
