@@ -10,6 +10,7 @@ CPU); the two agree to float64 rounding, which tests check against torchmetrics 
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -77,7 +78,9 @@ def kernel_inception_distance(
         raise ValueError(f"KID needs at least 2 samples on each side, got {len(real)} and {len(fake)}")
     # One subset of everything is the whole set again (MMD ignores order): no point repeating it.
     subsets = subsets if size < max(len(real), len(fake)) else 1
-    metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
+    with warnings.catch_warnings():  # "will save all extracted features": they are already in memory here
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
     metric.update(real, real=True)
     metric.update(fake, real=False)
     state = torch.random.get_rng_state()

@@ -7,7 +7,6 @@ import datetime as _dt
 import json
 import sys
 import time
-import warnings
 from typing import Any, Callable
 
 import pyarrow.compute as pc
@@ -175,9 +174,7 @@ def measure_quality(
     feats = concat_features([load_features(store, s) for s in store_done])
     manifest = store.manifest(columns=["source_id", "view", "similarity", "status"])
     manifest = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        classes, views, overall = build_tables(feats, manifest, spec.k_nn, spec.fid_views, spec.kid_subsets)
+    classes, views, overall = build_tables(feats, manifest, spec.k_nn, spec.fid_views, spec.kid_subsets)
     write_atomic(store.fs, tables.quality_path(store.root, tables.VIEWS_FILE), tables.table_bytes(views))
     write_atomic(store.fs, tables.quality_path(store.root, tables.CLASSES_FILE), tables.table_bytes(classes))
     planned = store.num_shards()
