@@ -37,6 +37,9 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=32, help="images per Inception batch")
     p.add_argument("--overwrite", action="store_true", help="discard earlier quality results of this store")
+    p.add_argument("--ray-address", help="measure shards on this Ray cluster (auto, HOST:PORT, ray://...); the weights "
+                   "paths must be readable on every node")
+    p.add_argument("--workers", type=int, help="Ray actors (without --ray-address: a local Ray instance with this many)")
     p.add_argument("--order", default="fid", help="order of the printed per-class table (a metric, worst first)")
     p.set_defaults(handler=run_quality)
 
@@ -50,7 +53,7 @@ def run_quality(args: argparse.Namespace) -> int:
         store=args.store, inception_weights=args.inception_weights, scorer=args.scorer, scorer_weights=args.scorer_weights,
         generator_weights=args.generator_weights, encoder_weights=args.encoder_weights, k_nn=args.k_nn,
         fid_views=args.fid_views, kid_subsets=args.kid_subsets, device=args.device, batch_size=args.batch_size,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, ray_address=args.ray_address, workers=args.workers,
     )
     report = measure_quality(spec)
     print(f"{args.store}: measured {report.shards_total} shards ({report.shards_run} now) in {report.seconds:.1f} s"

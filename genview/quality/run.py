@@ -40,6 +40,8 @@ class QualitySpec:
     device: str = "cpu"
     batch_size: int = 32
     overwrite: bool = False
+    ray_address: str | None = None
+    workers: int | None = None
 
 
 @dataclasses.dataclass
@@ -152,6 +154,8 @@ def measure_quality(
     header = store.read_header()
     if spec.k_nn < 1:
         raise ValueError(f"--k-nn must be >= 1, got {spec.k_nn}")
+    if spec.workers is not None and spec.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {spec.workers}")
     nets, identity = networks or load_networks(spec, header["spec"])
     for name, info in identity.items():
         if info and info.get("random_init"):
@@ -167,10 +171,15 @@ def measure_quality(
     start = time.perf_counter()
     store_done = sorted(store.done_shards())
     todo = [s for s in store_done if s not in quality_done_shards(store)]
-    for i, shard in enumerate(todo):
-        marker = extract_shard(store, shard, nets)
-        log(f"quality shard {shard:06d}: {marker['sources']} sources, {marker['views']} views, {marker['seconds']:.1f} s "
-            f"({i + 1}/{len(todo)})")
+    if todo and (spec.ray_address or spec.workers):
+        from genview.quality.ray_runner import extract_on_ray
+
+        extract_on_ray(spec, todo, identity, log)
+    else:
+        for i, shard in enumerate(todo):
+            marker = extract_shard(store, shard, nets)
+            log(f"quality shard {shard:06d}: {marker['sources']} sources, {marker['views']} views, "
+                f"{marker['seconds']:.1f} s ({i + 1}/{len(todo)})")
     feats = concat_features([load_features(store, s) for s in store_done])
     manifest = store.manifest(columns=["source_id", "view", "similarity", "status"])
     manifest = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
