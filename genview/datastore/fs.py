@@ -48,3 +48,18 @@ def commit(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
     else:
         # Object stores have no rename: copy is server-side and the final object appears whole.
         fs.mv(tmp, path)
+
+
+def canonical_url(url: str) -> str:
+    """One spelling per location: local paths absolute and normalised, URLs without a trailing slash.
+
+    `small`, `small/` and `/abs/small` name one folder, so a rerun spelled differently resumes
+    the same store instead of being refused as a different spec.
+    """
+    url = str(url)
+    if "://" in url and not url.startswith("file://"):
+        protocol, rest = url.split("://", 1)
+        return f"{protocol}://{rest.rstrip('/') or rest}"
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    return os.path.normpath(os.path.abspath(os.path.expanduser(url)))

@@ -80,7 +80,7 @@ class ShardWriter:
             "samples": self.samples,
             **stats,
         }
-        write_atomic(fs, layout.shard_done(root, self.shard), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
+        write_atomic(fs, self.store.marker_path(self.shard), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
         return stats
 
     def abort(self) -> None:
