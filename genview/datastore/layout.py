@@ -13,6 +13,8 @@ SOURCES_FILE = "sources.parquet"
 SHARDS_DIR = "shards"
 MANIFEST_DIR = "manifest"
 STATS_DIR = "stats"
+#: `genview quality` results (tables, per-shard features); derived from the views, so cleared with them.
+QUALITY_DIR = "quality"
 KEY_WIDTH = 10
 SHARD_WIDTH = 6
 

@@ -18,7 +18,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-QUALITY_DIR = "quality"
+from genview.datastore import layout
+
+QUALITY_DIR = layout.QUALITY_DIR
 SETTINGS_FILE = "quality.json"
 CLASSES_FILE = "classes.parquet"
 VIEWS_FILE = "views.parquet"
