@@ -17,13 +17,13 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, ImageOps
 
 from genview.datastore import layout
-from genview.datastore.fs import write_atomic
+from genview.datastore.fs import open_url, write_atomic
 from genview.datastore.manifest import STATUS_OK
 from genview.datastore.reader import iter_shard
 from genview.datastore.store import Store
+from genview.pipeline.decode import decode_image
 from genview.quality import tables
 
 
@@ -37,9 +37,15 @@ class Networks:
 
 
 def decode_rgb(data: bytes) -> torch.Tensor:
-    """Decode image bytes to a uint8 [3, H, W] RGB tensor (EXIF applied)."""
-    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    """Decode image bytes to a uint8 [3, H, W] RGB tensor, as the generator saw it (EXIF applied, alpha over white)."""
+    img = decode_image(data)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def _read_source(uri: str) -> bytes:
+    """Read an original source through fsspec (stores made with --source-copy none keep no copy)."""
+    fs, path = open_url(uri)
+    return fs.cat_file(path)
 
 
 def _embed_condition(embed: Callable, images: list[torch.Tensor], batch: int = 64) -> np.ndarray:
@@ -64,7 +70,7 @@ def extract_shard(store: Store, shard: int, networks: Networks) -> dict[str, Any
     with store.fs.open(layout.shard_manifest(store.root, shard), "rb") as fh:
         manifest = pq.read_table(fh)
     rows = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
-    rows = rows.select(["key", "source_id", "view", "member", "label"]).to_pylist()
+    rows = rows.select(["key", "source_id", "source_uri", "view", "member", "label"]).to_pylist()
     by_key: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_key.setdefault(row["key"], []).append(row)
@@ -74,9 +80,15 @@ def extract_shard(store: Store, shard: int, networks: Networks) -> dict[str, Any
         if key not in by_key:
             continue
         src = next((data for name, data in members.items() if name.startswith("src.")), None)
-        if src is None:
-            raise ValueError(f"shard {shard:06d} sample {key} has no source member (src.*): quality needs the source copy")
         first = by_key[key][0]
+        if src is None:
+            try:
+                src = _read_source(first["source_uri"])
+            except (OSError, ValueError) as exc:
+                raise ValueError(
+                    f"shard {shard:06d} sample {key} has no source copy (--source-copy none) and its source "
+                    f"{first['source_uri']} cannot be read: {exc}"
+                ) from None
         src_images.append(decode_rgb(src))
         src_ids.append(first["source_id"])
         src_labels.append("(none)" if first["label"] is None else str(first["label"]))

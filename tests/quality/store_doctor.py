@@ -58,3 +58,19 @@ def rewrite_views(url: str, label: str, make_view: Callable[[Image.Image, int, i
     # The header keeps the spec; a marker file says the views were doctored (tests only).
     store.fs.pipe(store.path("DOCTORED.json"), json.dumps({"label": label}).encode())
     return replaced
+
+
+def strip_sources(url: str, shard: int) -> int:
+    """Rewrite one shard without its source copies (as `--source-copy none` makes it); return samples rewritten."""
+    store = Store(url)
+    with store.fs.open(layout.shard_manifest(store.root, shard), "rb") as fh:
+        rows = pq.read_table(fh).to_pylist()
+    stats = {k: v for k, v in store.read_stats(shard).items() if k not in _WRITER_FIELDS}
+    writer = ShardWriter(store, shard)
+    count = 0
+    for key, members in iter_shard(store, shard):
+        writer.write_sample(key, {name: data for name, data in members.items() if not name.startswith("src.")})
+        count += 1
+    writer.add_rows(rows)
+    writer.commit(stats)
+    return count

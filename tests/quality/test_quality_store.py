@@ -123,6 +123,26 @@ def test_resume_measures_only_unfinished_shards_and_refuses_other_networks(measu
         measure_quality(spec, networks=networks, log=lambda _: None)
 
 
+def test_sources_read_from_their_uris_without_a_source_copy(measured, networks, tmp_path):
+    import shutil
+
+    from store_doctor import strip_sources
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(measured[0], store_dir)
+    store = Store(str(store_dir))
+    assert strip_sources(str(store_dir), 1) == 4
+    store.fs.rm(tables.done_path(store.root, 1))
+    spec = QualitySpec(store=str(store_dir), inception_weights="unused: networks given", k_nn=K_NN, fid_views="all")
+    report = measure_quality(spec, networks=networks, log=lambda _: None)
+    assert report.shards_run == 1
+    rows = {r["label"]: r for r in report.classes.to_pylist()}
+    assert rows[POOR]["fid"] >= 150 > rows[GOOD]["fid"] and rows[None]["sources"] == 8
+    # generate --overwrite starts the store over: its quality results go with the views they describe.
+    store.clear()
+    assert not (store_dir / "quality").exists()
+
+
 def test_inception_loading_is_strict(tmp_path):
     from genview.quality.inception import INCEPTION_FILE, InceptionFeatures
 
