@@ -28,6 +28,8 @@ FEATURE_DIM = 2048
 INPUT_SIZE = 299
 #: Gain on the random preset's last block (ReLU is positive-homogeneous: pool features scale by it).
 RANDOM_FEATURE_GAIN = 3.0
+#: Mixed_7c's branch ends, whose ReLU outputs are concatenated into the 2048 pool features.
+_MIXED_7C_OUTPUTS = ("branch1x1", "branch3x3_2a", "branch3x3_2b", "branch3x3dbl_3a", "branch3x3dbl_3b", "branch_pool")
 
 
 def _extractor_class():
@@ -64,10 +66,11 @@ def random_inception_state(seed: int = 0) -> dict[str, torch.Tensor]:
                     module.bias.zero_()
         # The last block's BN affine is scaled so random pool features (mean ~0.4 instead of ~0.14) give FIDs of
         # tens to hundreds, the range DA IC-GAN reports and its 150 threshold is set in. Meaningless, but on scale.
-        for module in model.Mixed_7c.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.mul_(RANDOM_FEATURE_GAIN)
-                module.bias.mul_(RANDOM_FEATURE_GAIN)
+        # Only the convs whose outputs are concatenated into the pool features: scaling a chain would compound.
+        for name in _MIXED_7C_OUTPUTS:
+            bn = getattr(model.Mixed_7c, name).bn
+            bn.weight.mul_(RANDOM_FEATURE_GAIN)
+            bn.bias.mul_(RANDOM_FEATURE_GAIN)
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 

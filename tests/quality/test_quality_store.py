@@ -177,3 +177,20 @@ def test_scorer_errors_name_the_flag(quality_weights, tmp_path):
     scorer = IndependentScorer("openclip:tiny", quality_weights("openclip"))
     emb = scorer.embed([torch.zeros(3, 50, 40, dtype=torch.uint8)] * 3)
     assert emb.shape == (3, 32) and np.allclose(emb.norm(dim=1).numpy(), 1.0, atol=1e-5)
+
+
+def test_dino_scorer_reads_an_official_checkpoint_or_a_saved_encoder(tmp_path):
+    from genview.generator.base import write_random_marker
+    from genview.generator.encoders import ConditionEncoder
+    from genview.quality.scorer import IndependentScorer
+
+    encoder = ConditionEncoder.dino("tiny")
+    encoder.save(tmp_path / "saved")
+    write_random_marker(tmp_path / "saved", "dino", "tiny", 0)
+    torch.save(encoder.network.state_dict(), tmp_path / "dino_vit.pth")  # the official checkpoint's key layout
+    images = [torch.zeros(3, 40, 50, dtype=torch.uint8), torch.full((3, 32, 32), 200, dtype=torch.uint8)]
+    from_folder = IndependentScorer("dino", tmp_path / "saved")
+    from_file = IndependentScorer("dino", tmp_path / "dino_vit.pth")
+    assert from_folder.weights.random_init and not from_file.weights.random_init
+    assert torch.allclose(from_folder.embed(images), from_file.embed(images), atol=1e-5)
+
