@@ -192,5 +192,11 @@ def test_dino_scorer_reads_an_official_checkpoint_or_a_saved_encoder(tmp_path):
     from_folder = IndependentScorer("dino", tmp_path / "saved")
     from_file = IndependentScorer("dino", tmp_path / "dino_vit.pth")
     assert from_folder.weights.random_init and not from_file.weights.random_init
-    assert torch.allclose(from_folder.embed(images), from_file.embed(images), atol=1e-5)
+    from PIL import Image
+
+    pil = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in images]
+    expected = torch.nn.functional.normalize(encoder.embed(pil), dim=1)
+    assert torch.allclose(from_folder.embed(images), expected, atol=1e-5)
+    # A bare checkpoint file gets DINO's own 224 px recipe (the folder recorded the tiny 32 px one).
+    assert from_file.embed(images).shape == (2, 32)
 
