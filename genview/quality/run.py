@@ -15,11 +15,10 @@ from genview.datastore.fs import write_atomic
 from genview.datastore.manifest import STATUS_OK
 from genview.datastore.store import Store, StoreError
 from genview.quality import tables
+from genview.quality.tables import DEFAULT_K_NN
 from genview.quality.aggregate import build_tables, concat_features
 from genview.quality.extract import Networks, extract_shard, load_features
 
-#: DA IC-GAN's neighbourhood size (seed 004, §4.1 setup: IC-GAN's k = 50).
-DEFAULT_K_NN = 50
 #: Settings whose change makes stored features stale (the networks that made them).
 FEATURE_IDENTITY = ("inception", "condition", "scorer")
 
