@@ -100,6 +100,9 @@ def add_parsers(sub, formatter) -> None:
                    help="Ray worker actors (default: one per GPU of the cluster); without --ray-address, "
                    "starts a local Ray instance with N worker processes on this machine")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store at --out and start over")
+    p.add_argument("--check-hashes", action="store_true",
+                   help="on a rerun, check each done shard's sha256 against its marker (reads every tar) before "
+                   "trusting it; without it only size and member count are checked. Damaged shards are redone")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -141,6 +144,6 @@ def run(args: argparse.Namespace) -> int:
         for err in exc.errors():
             print(f"genview generate: --{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}", file=sys.stderr)
         return 2
-    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress)
+    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress, check_hashes=args.check_hashes)
     print(summary)
     return 0

@@ -36,9 +36,22 @@ def temp_name(final_path: str) -> str:
 def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write bytes under a temporary name, then move them to `path`, so `path` is whole or absent."""
     tmp = temp_name(path)
-    with fs.open(tmp, "wb") as fh:
-        fh.write(data)
-    commit(fs, tmp, path)
+    try:
+        with fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        commit(fs, tmp, path)
+    except BaseException:
+        _remove_quietly(fs, tmp)  # a failed write (read-only store, full disk, kill) leaves no temp file
+        raise
+
+
+def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Remove a file if it exists; errors (e.g. the folder is read-only too) are left to the caller's error."""
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except OSError:
+        return
 
 
 def commit(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:

@@ -93,19 +93,24 @@ def _list_folder(fs, root: str) -> tuple[list[str], list[str | None], list[str]]
     return uris, labels, skipped
 
 
-def _read_list_table(fs, path: str) -> pa.Table:
-    """Read a txt (one path per line), csv or parquet list file into a table with a 'path' column."""
+def _read_list_table(fs, path: str) -> tuple[pa.Table, list[str] | None]:
+    """Read a txt (one path per line), csv or parquet list file into a table with a 'path' column.
+
+    For txt files the raw lines are returned too: a line that is not UTF-8 is kept (as Python's
+    surrogate escapes) so the file it names can still be opened.
+    """
     suffix = posixpath.splitext(path)[1].lower()
     if suffix == ".txt":
         # surrogateescape: a name that is not UTF-8 is still a file to read (and a row), not a crash.
         with fs.open(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
             lines = [line.strip() for line in fh]
-        return pa.table({"path": [line for line in lines if line and not line.startswith("#")]})
+        raw = [line for line in lines if line and not line.startswith("#")]
+        return pa.table({"path": [display_text(line) for line in raw]}), raw
     with fs.open(path, "rb") as fh:
         table = pacsv.read_csv(fh) if suffix == ".csv" else pq.read_table(fh)
     for name in PATH_COLUMNS:
         if name in table.column_names:
-            return table.rename_columns(["path" if c == name else c for c in table.column_names])
+            return table.rename_columns(["path" if c == name else c for c in table.column_names]), None
     raise SourceError(
         f"list file {path} has no path column; expected one of {', '.join(PATH_COLUMNS)}, "
         f"found {', '.join(table.column_names)}"
@@ -114,15 +119,15 @@ def _read_list_table(fs, path: str) -> pa.Table:
 
 def _list_file(fs, path: str) -> tuple[list[str], list[str | None], pa.Table]:
     """Resolve a list file's paths (relative ones against its folder) and labels; keep extra columns."""
-    table = _read_list_table(fs, path)
+    table, raw = _read_list_table(fs, path)
     base = posixpath.dirname(path)
     uris = []
-    for raw in table.column("path").to_pylist():
-        raw = str(raw)
-        if "://" in raw:
-            uris.append(raw)
+    for entry in raw if raw is not None else table.column("path").to_pylist():
+        entry = str(entry)
+        if "://" in entry:
+            uris.append(entry)
         else:
-            full = raw if raw.startswith("/") else posixpath.normpath(posixpath.join(base, raw))
+            full = entry if entry.startswith("/") else posixpath.normpath(posixpath.join(base, entry))
             uris.append(_url(fs, full))
     labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * len(uris)
     labels = [None if v is None else str(v) for v in labels]

@@ -15,6 +15,7 @@ from genview.datastore.fs import canonical_url
 from genview.datastore.pairing import choose_secondaries
 from genview.datastore.sources import assign_shards, listing_digest, scan_sources
 from genview.datastore.store import Store, StoreError, spec_differences
+from genview.datastore.verify import quick_check_shard, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.generator.registry import get_generator_class
 from genview.pipeline.backends import Backend, InProcessBackend, ShardPlan
@@ -206,9 +207,12 @@ def generate(
     progress: bool = True,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
     backend: Backend | None = None,
+    check_hashes: bool = False,
 ) -> JobSummary:
     """Run a generation job: every shard without a done marker is (re)made; done ones are kept.
 
+    A done shard is kept only if it passes a cheap check against its marker (tar size and member
+    count; with `check_hashes`, its sha256 too): a damaged one is redone, never counted as done.
     The backend runs the shards (default: in this process with `generator`).
     """
     # On Ray the driver's copy only records the model's identity; the actors load their own on their devices.
@@ -235,6 +239,12 @@ def generate(
     for record in records:
         by_shard.setdefault(record["shard"], []).append(record)
     done = store.done_shards()
+    for shard in sorted(done & set(by_shard)):
+        problems = quick_check_shard(store, shard, check_hashes=check_hashes)
+        if problems:
+            print(f"genview: redoing a damaged shard: {problems[0]}", file=sys.stderr)
+            store.reset_shard(shard)
+            done.discard(shard)
     todo = {shard: rows for shard, rows in by_shard.items() if shard not in done}
     settings = ViewSettings(
         model=spec.model, k=spec.k, seed=spec.seed, batch_size=spec.batch_size, best_of=spec.best_of,
@@ -275,3 +285,40 @@ def summarize(store: Store, shards_run: set[int] | None = None, seconds: float =
         skipped_files=int((header.get("skipped_files") or {}).get("count", 0)),
         **totals,
     )
+
+
+#: Recorded spec fields that are GenerateSpec fields as they are (the rest: weights, params).
+_REPLAYED_FIELDS = (
+    "source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of", "store_embeddings",
+    "interpolate", "alphas", "pair_across", "interpolation", "source_copy", "source_size",
+)
+
+
+def spec_from_store(url: str, weights: str | None = None, **overrides: Any) -> GenerateSpec:
+    """Rebuild the GenerateSpec a store was made with, from its genview.json (to repair or finish it).
+
+    The weights are found where the store recorded them unless `weights` says where they are now.
+    """
+    recorded = Store(url).spec
+    fields = {name: recorded[name] for name in _REPLAYED_FIELDS if name in recorded}
+    if not recorded.get("interpolate"):
+        fields.pop("alphas", None)
+        fields.pop("pair_across", None)
+    fields.update(out=url, weights=weights or (recorded.get("weights") or {}).get("id"),
+                  params=dict(recorded.get("params") or {}), **overrides)
+    return GenerateSpec(**fields)
+
+
+def repair(url: str, weights: str | None = None, progress: bool = True, **overrides: Any) -> tuple[list[int], JobSummary]:
+    """Verify a store fully (sha256 included), remove its damaged shards and temp files, and redo them.
+
+    Returns the shards that were redone and the job summary.
+    """
+    store = Store(url)
+    report = verify_store(url, require_complete=False)
+    for shard in report.damaged:
+        store.reset_shard(shard)  # marker first: the shard is simply not done any more
+    for path in store.leftovers():
+        store.fs.rm(path)
+    spec = spec_from_store(url, weights=weights, **overrides)
+    return report.damaged, generate(spec, progress=progress)
