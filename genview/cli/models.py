@@ -7,8 +7,7 @@ import importlib
 import json
 
 from genview.cli.generate import parse_param
-from genview.generator.base import write_random_marker
-from genview.generator.registry import get_generator_class, model_names
+from genview.generator.registry import model_names
 
 
 def add_parsers(sub, formatter) -> None:
@@ -76,6 +75,9 @@ def init_random_model(name: str, preset: str, out: str, seed: int = 0) -> None:
         module_name, function = MEASURING_MODELS[name].split(":")
         getattr(importlib.import_module(module_name), function)(out, seed=seed)
         return
+    from genview.generator.base import write_random_marker
+    from genview.generator.registry import get_generator_class
+
     cls = get_generator_class(name)
     model = cls.from_preset(preset, seed=seed)
     model.save_pretrained(out)

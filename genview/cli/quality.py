@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from genview.quality.tables import DEFAULT_K_NN
+from genview.quality.defaults import DEFAULT_K_NN
 
 
 def add_parsers(sub, formatter) -> None:

@@ -15,7 +15,7 @@ from genview.datastore.fs import write_atomic
 from genview.datastore.manifest import STATUS_OK
 from genview.datastore.store import Store, StoreError
 from genview.quality import tables
-from genview.quality.tables import DEFAULT_K_NN
+from genview.quality.defaults import DEFAULT_K_NN
 from genview.quality.aggregate import build_tables, concat_features
 from genview.quality.extract import Networks, extract_shard, load_features
 

@@ -26,8 +26,6 @@ CLASSES_FILE = "classes.parquet"
 VIEWS_FILE = "views.parquet"
 FEATURES_DIR = "features"
 DONE_DIR = "done"
-#: DA IC-GAN's neighbourhood size for NN corruption (seed 004, §3: IC-GAN's k = 50).
-DEFAULT_K_NN = 50
 #: Per-class metrics a rule or an ordering may name (classes.parquet columns).
 CLASS_METRICS = ("fid", "kid", "nn_corruption", "nn_corruption_sources", "independent", "diversity", "similarity")
 #: Per-view metrics (views.parquet columns).
