@@ -109,12 +109,18 @@ def load_networks(spec: QualitySpec, store_spec: dict[str, Any]) -> tuple[Networ
     return Networks(inception=inception, condition_embed=generator.embed, scorer=scorer), identity
 
 
+def _what_counts(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of a network's record that decides its features: digest and kind, not the path it was read from."""
+    return None if info is None else {k: info.get(k) for k in ("sha256", "spec", "model")}
+
+
 def _check_identity(store: Store, identity: dict[str, Any], overwrite: bool) -> None:
     """Refuse to mix features of different networks in one store; --overwrite starts over."""
     old = tables.read_settings(store.fs, store.root)
     qdir = tables.quality_path(store.root)
     if old is not None and not overwrite:
-        stale = [name for name in FEATURE_IDENTITY if (old.get("networks") or {}).get(name) != identity.get(name)]
+        before = old.get("networks") or {}
+        stale = [name for name in FEATURE_IDENTITY if _what_counts(before.get(name)) != _what_counts(identity.get(name))]
         if stale:
             lines = [f"  {name}: store has {json.dumps((old.get('networks') or {}).get(name))}, this run has "
                      f"{json.dumps(identity.get(name))}" for name in stale]

@@ -19,11 +19,8 @@ from PIL import ImageOps
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from quality_consts import GOOD, K, K_NN, POOR  # noqa: E402
 from store_doctor import noise_view, rewrite_views  # noqa: E402
-
-GOOD, POOR = "class_00", "class_01"
-K = 2
-K_NN = 3
 
 
 @pytest.fixture(scope="session")

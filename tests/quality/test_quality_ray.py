@@ -6,7 +6,7 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import K_NN
+from quality_consts import K_NN
 
 pytest.importorskip("ray")
 

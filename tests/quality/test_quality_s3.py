@@ -8,7 +8,7 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 import pytest
-from conftest import K_NN
+from quality_consts import K_NN
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "s3"))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import GOOD, K, K_NN, POOR
+from quality_consts import GOOD, K, K_NN, POOR
 
 from genview.cli.main import main as cli
 from genview.datastore.store import Store, StoreError
