@@ -62,6 +62,9 @@ def add_parsers(sub, formatter) -> None:
                    help="which sources: first by id, or by their least similar view (worst/best), or worst first by a "
                    "`genview quality` metric: fid (the class's), nn_corruption, independent, diversity")
     p.add_argument("--label", help="only sources with this label")
+    p.add_argument("--font", metavar="TTF",
+                   help="TrueType font for the captions (default: Noto or DejaVu Sans when installed); characters "
+                   "the font cannot draw are written as \\uXXXX instead of boxes")
     p.set_defaults(handler=run_preview)
 
     p = sub.add_parser(
@@ -107,7 +110,8 @@ def run_preview(args: argparse.Namespace) -> int:
     """Run `genview preview`."""
     from genview.datastore.preview import preview_grid
 
-    grid = preview_grid(args.store, rows=args.rows, views=args.views, cell=args.cell, order=args.order, label=args.label)
+    grid = preview_grid(args.store, rows=args.rows, views=args.views, cell=args.cell, order=args.order, label=args.label,
+                        font=args.font)
     grid.save(args.out)
     print(f"wrote {args.out} ({grid.width}x{grid.height})")
     return 0
