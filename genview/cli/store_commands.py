@@ -114,6 +114,13 @@ def run_preview(args: argparse.Namespace) -> int:
                         font=args.font)
     grid.save(args.out)
     print(f"wrote {args.out} ({grid.width}x{grid.height})")
+    from genview.datastore.inspect import format_quality_table, quality_summary
+    from genview.datastore.store import Store
+
+    # With `genview quality` results, the per-class table the grid was ordered by goes beside it.
+    quality = quality_summary(Store(args.store), order=args.order if args.order in QUALITY_ORDERS else "fid")
+    if quality:
+        print(format_quality_table(quality["classes"] + ([quality["overall"]] if quality["overall"] else [])))
     return 0
 
 

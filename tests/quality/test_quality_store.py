@@ -94,7 +94,10 @@ def test_inspect_and_preview_order_by_quality(measured, capsys, tmp_path):
     labels = {s["source_id"]: s["label"] for s in StoreIndex(str(store)).sources(columns=["source_id", "label"]).to_pylist()}
     worst_first = sorted(bad, key=bad.get, reverse=True)
     assert labels[worst_first[0]] == POOR
+    capsys.readouterr()
     assert cli(["preview", str(store), "--out", str(tmp_path / "p.png"), "--order", "fid", "--rows", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and printed.index(POOR) < printed.index(GOOD) and "(all)" in printed
 
 
 def test_resume_measures_only_unfinished_shards_and_refuses_other_networks(measured, networks, tmp_path):
