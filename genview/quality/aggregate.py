@@ -19,11 +19,6 @@ def concat_features(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def _fid_pair(src: np.ndarray, views: np.ndarray, view_of_src: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Reference and generated sets for FID: DA IC-GAN's equal counts (one view per source) or every view."""
-    return src, (views if view_of_src is None else views[view_of_src])
-
-
 def _safe(fn, *args) -> tuple[float, ...] | float:
     """Run a metric; NaN where a class is too small for it (fewer than 2 samples)."""
     try:
