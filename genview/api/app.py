@@ -73,4 +73,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(models.router, prefix="/v1")
     app.include_router(health.router)
+    # The web dashboard (pages at /, fragments under /ui): same tokens, same job records.
+    from genview.web.dashboard import create_dashboard_router
+
+    app.include_router(create_dashboard_router(list(settings.tokens)))
     return app

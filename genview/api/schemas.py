@@ -81,6 +81,9 @@ class Progress(BaseModel):
     views_per_second: float | None = Field(description="throughput over shards finished by this job")
     eta_seconds: float | None = Field(description="estimated seconds to finish at the current rate")
     fraction: float | None = Field(description="sources_done / sources_total")
+    sources_in_running_shards: int = Field(default=0, description="sources done inside shards still running (included in sources_done)")
+    views_in_running_shards: int = Field(default=0, description="views made inside shards still running (included in views_written)")
+    live_updated_at: float | None = Field(default=None, description="epoch seconds of the worker's last in-shard report, while shards run")
 
 
 class Execution(BaseModel):

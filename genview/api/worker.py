@@ -126,7 +126,8 @@ def _generate(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extr
     if refused is not None:
         print(f"genview worker: error: {refused}", file=sys.stderr)
         return EXIT_REFUSED, refused
-    code = cli_main(spec_to_argv(spec, extra_args))
+    # --live-progress: the service sees sources and views done inside a running shard.
+    code = cli_main(spec_to_argv(spec, ["--live-progress", *extra_args]))
     return code, None if code == 0 else (tail.error_text() or f"genview generate exited with code {code}")
 
 

@@ -19,7 +19,7 @@ from genview.datastore.verify import quick_check_shard, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.generator.registry import get_generator_class
 from genview.pipeline.backends import Backend, InProcessBackend, ShardPlan
-from genview.pipeline.progress import JobProgress
+from genview.pipeline.progress import JobProgress, LiveProgressFile
 from genview.pipeline.shard import ViewSettings
 from genview.pipeline.spec import IDENTITY_FIELDS, GenerateSpec, resolve_device
 
@@ -208,12 +208,14 @@ def generate(
     on_shard: Callable[[dict[str, Any]], None] | None = None,
     backend: Backend | None = None,
     check_hashes: bool = False,
+    live_progress: bool = False,
 ) -> JobSummary:
     """Run a generation job: every shard without a done marker is (re)made; done ones are kept.
 
     A done shard is kept only if it passes a cheap check against its marker (tar size and member
     count; with `check_hashes`, its sha256 too): a damaged one is redone, never counted as done.
-    The backend runs the shards (default: in this process with `generator`).
+    The backend runs the shards (default: in this process with `generator`). `live_progress` keeps
+    OUT/_progress.json current while shards run (what the job service shows between done markers).
     """
     # On Ray the driver's copy only records the model's identity; the actors load their own on their devices.
     generator = generator or load_generator(spec.model_copy(update={"device": "cpu"}) if uses_ray(spec) else spec)
@@ -254,7 +256,9 @@ def generate(
     )
     already = sum(len(rows) for shard, rows in by_shard.items() if shard in done)
     start = time.perf_counter()
-    job_progress = JobProgress(len(records), already, f"genview {spec.model}", enabled=progress, on_shard=on_shard)
+    live = LiveProgressFile(store) if live_progress else None
+    job_progress = JobProgress(len(records), already, f"genview {spec.model}", enabled=progress, on_shard=on_shard,
+                               live=live)
     backend = backend or make_backend(spec, generator)
     try:
         backend.run(ShardPlan(store=store, spec=spec, settings=settings, shards=todo), job_progress)

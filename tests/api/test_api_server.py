@@ -24,10 +24,10 @@ def job_body(api_base, source="imgs", out=None, **overrides):
 
 def done_markers(store) -> dict[str, int]:
     """Done-marker file name -> mtime_ns, to tell kept shards from remade ones."""
-    manifest = store / "manifest"
-    if not manifest.exists():
+    stats = store / "stats"  # format v2: done markers live in stats/
+    if not stats.exists():
         return {}
-    return {p.name: p.stat().st_mtime_ns for p in manifest.glob("_*.json")}
+    return {p.name: p.stat().st_mtime_ns for p in stats.glob("*.json")}
 
 
 def test_submit_runs_to_success_with_a_valid_store(server, alice, api_base, capsys):
