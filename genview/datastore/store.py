@@ -130,7 +130,7 @@ class Store:
 
     def clear(self) -> None:
         """Delete every store part (for --overwrite); other files in the folder are left alone."""
-        for name in (layout.SPEC_FILE, layout.SOURCES_FILE, *_SHARD_DIRS):
+        for name in (layout.SPEC_FILE, layout.SOURCES_FILE, *_SHARD_DIRS, layout.QUALITY_DIR):
             path = self.path(name)
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
