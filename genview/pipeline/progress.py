@@ -81,7 +81,7 @@ class LiveProgressFile:
             else:
                 self.store.fs.pipe_file(self.path, data)  # one PUT: an object appears whole
         except OSError:
-            pass  # progress is advisory: a failed write must never fail the job
+            return  # progress is advisory: a failed write must never fail the job
 
     def remove(self) -> None:
         """Delete the file when the run ends (the done markers then say everything)."""
@@ -89,7 +89,7 @@ class LiveProgressFile:
             if self.store.fs.exists(self.path):
                 self.store.fs.rm(self.path)
         except OSError:
-            pass
+            return  # readers ignore a file older than the job's start: leaving it behind is harmless
 
 
 class JobProgress:

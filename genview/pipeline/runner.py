@@ -186,10 +186,9 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
                 + "\nrerun with the same settings to resume it, or pass --overwrite to start over"
             )
         store.prepare_dirs()
-        try:
+        if store.fs.exists(store.path(layout.SOURCES_FILE)):
             return store, store.read_sources()
-        except FileNotFoundError:
-            pass  # killed between header and listing, or the listing was deleted: list again
+        # Killed between header and listing, or the listing was deleted: list again, and check it.
         sources, _ = _plan(spec)
         recorded = header.get("listing")
         now = listing_digest(sources)

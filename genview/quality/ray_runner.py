@@ -80,6 +80,6 @@ def extract_on_ray(spec: Any, shards: list[int], identity: dict[str, Any], log: 
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone is fine
-                pass
+                continue
         if started:
             ray.shutdown()
