@@ -87,6 +87,10 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--interpolation", choices=["slerp", "lerp"], default="slerp", help="how embeddings are mixed")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
     p.add_argument("--io-threads", type=int, default=4, help="threads for reading, decoding and encoding (per worker)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads per worker (default: 1 per worker on CPU, see README)")
+    p.add_argument("--exact", action="store_true",
+                   help="run the model one row at a time: byte-identical views whatever --batch-size (slower); "
+                   "by default rows are batched and a view's pixels may differ by one level between batch sizes")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="run the shards on this Ray cluster (auto, HOST:PORT, ray://HOST:10001): one actor per GPU, "
                    "shards handed out as workers free up; default $GENVIEW_RAY_ADDRESS, else in this process")
@@ -126,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             pair_across=args.pair_across,
             interpolation=args.interpolation,
             io_threads=args.io_threads,
+            threads=args.threads,
+            exact=args.exact,
             ray_address=args.ray_address,
             workers=args.workers,
         )

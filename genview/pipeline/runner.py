@@ -192,7 +192,7 @@ def generate(
         model=spec.model, k=spec.k, seed=spec.seed, batch_size=spec.batch_size, best_of=spec.best_of,
         format=spec.format, quality=spec.quality, view_size=spec.view_size,
         alphas=resolved_alphas(spec, generator), interpolation=spec.interpolation,
-        store_embeddings=spec.store_embeddings,
+        store_embeddings=spec.store_embeddings, exact=spec.exact,
     )
     already = sum(len(rows) for shard, rows in by_shard.items() if shard in done)
     start = time.perf_counter()
