@@ -21,13 +21,13 @@ import time
 from concurrent.futures import Executor, Future
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from genview.generator.base import ViewGenerator
 from genview.generator.interpolation import interpolate
 from genview.generator.seeding import view_seed
+from genview.pipeline.encode import resize_views
 
 #: Sentinel that ends a queue's stream.
 _END = object()
@@ -164,11 +164,11 @@ class DeviceStage:
         # interpolated views): cosine, as unCLIP's embeddings are raw CLIP vectors.
         view_embeddings = self._embed(images)
         scores = F.cosine_similarity(view_embeddings.float(), conditions.to(view_embeddings.device).float(), dim=1)
-        size = settings.view_size
-        if size and images.shape[-1] != size:
-            images = _resize(images, size)
-        pixels = images.permute(0, 2, 3, 1)  # NHWC: what the encoders hand to PIL without another copy
         if self.cuda:
+            # Resize and NHWC on the device; one non-blocking copy into pinned host memory per batch.
+            if settings.view_size:
+                images = resize_views(images, settings.view_size)
+            pixels = images.permute(0, 2, 3, 1)
             host_pixels, host_scores = self._host_buffers(pixels.shape)
             host_pixels.copy_(pixels, non_blocking=True)
             host_scores.copy_(scores.float(), non_blocking=True)
@@ -176,7 +176,8 @@ class DeviceStage:
             event.record()
             batch = _Batch(rows, host_pixels, host_scores, (begin, event), seeds)
         else:
-            batch = _Batch(rows, pixels.contiguous(), scores.float(), None, seeds)
+            # On a CPU device the resize would be serial work in this thread: the encoders do it, in parallel.
+            batch = _Batch(rows, images, scores.float(), None, seeds)
             self.busy_seconds += time.perf_counter() - start
         self.batches_run += 1
         return batch
@@ -199,41 +200,34 @@ class DeviceStage:
             begin, end = batch.event
             end.synchronize()
             self.busy_seconds += begin.elapsed_time(end) / 1000.0
-        pixels = batch.host_pixels.numpy()
+        on_host = batch.event is not None
+        pixels = batch.host_pixels.numpy() if on_host else batch.host_pixels
         scores = batch.host_scores.tolist()
-        copy = batch.event is not None  # pinned buffers are reused two batches later: copy the views out
-        for (item, j, _), px, seed, score in zip(batch.rows, pixels, batch.seeds, scores):
+        for r, ((item, j, _), seed, score) in enumerate(zip(batch.rows, batch.seeds, scores)):
             if item.seeds[j] is None or score > item.similarity[j]:
-                item.views[j] = px.copy() if copy else px
+                # Pinned buffers are reused two batches later: copy the HWC view out. On CPU keep a
+                # [1, 3, S, S] slice of the batch (the encoder resizes it; a slice keeps its layout).
+                item.views[j] = pixels[r].copy() if on_host else pixels[r : r + 1]
                 item.seeds[j], item.similarity[j] = seed, float(score)
             item.rows_left -= 1
-
-
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize uint8 [N, 3, S, S] to size x size on their device: antialiased bicubic, as PIL's BICUBIC."""
-    if images.device.type == "cpu":
-        # torch's uint8 antialiased path (SIMD, no float copy) on CPU.
-        return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True)
-    out = F.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _rows_of(item: Any, settings: Any) -> list[tuple[Any, int, int]]:
     return [(item, j, c) for j in range(settings.k) for c in range(settings.best_of)]
 
 
-def device_loop(decoded: queue.Queue, encoded: queue.Queue, stage: DeviceStage, pool: Executor,
-                encode: Callable, abort: threading.Event) -> None:
-    """The device thread: pull decoded sources, run full batches, push encode futures of finished sources in order.
+def device_loop(decoded: queue.Queue, collected: queue.Queue, stage: DeviceStage, slots: threading.Semaphore,
+                abort: threading.Event) -> None:
+    """The device thread: take decoded sources, embed them, launch full batches; nothing else.
 
-    Batch N+1 is launched before batch N is finished, so on CUDA the host copy and hand-out of one
-    batch overlap the next one's kernels (and on CPU the code path is the same).
+    Everything it produces goes to the collector thread in order (sources, then the batches with
+    their rows). At most two batches are launched ahead of the collector (`slots`): one is being
+    copied out and handed on while the next computes, and the two pinned host buffers alternate.
     """
     settings, clock = stage.settings, stage.clock
     batch_size = settings.batch_size
-    waiting: collections.deque = collections.deque()  # every source taken, in order, until handed on
     rows: collections.deque = collections.deque()
-    in_flight: _Batch | None = None
+    unembedded: list = []
     ended = False
 
     def take() -> bool:
@@ -246,37 +240,66 @@ def device_loop(decoded: queue.Queue, encoded: queue.Queue, stage: DeviceStage, 
             ended = True
             return False
         item = future.result()
-        waiting.append(item)
         if item.ok:
             item.views, item.seeds = [None] * settings.k, [None] * settings.k
             item.similarity = [float("-inf")] * settings.k
             item.rows_left = settings.k * settings.best_of
             rows.extend(_rows_of(item, settings))
+            unembedded.append(item)
+        collected.put(("source", item))
         return True
+
+    while True:
+        while len(rows) < batch_size and take():
+            pass
+        if not rows:
+            break
+        clock.timed("device_wait_slot", _acquire, slots, abort)
+        wall, cpu = time.perf_counter(), time.thread_time()
+        # Embed every source taken so far in one batch: their rows are the next to run.
+        stage.embed_sources(unembedded)
+        unembedded.clear()
+        batch = stage.launch([rows.popleft() for _ in range(min(batch_size, len(rows)))])
+        clock.add("device", time.perf_counter() - wall, time.thread_time() - cpu)
+        collected.put(("batch", batch))
+    collected.put(_END)
+
+
+def collect_loop(collected: queue.Queue, encoded: queue.Queue, stage: DeviceStage, slots: threading.Semaphore,
+                 pool: Executor, encode: Callable, abort: threading.Event) -> None:
+    """The collector thread: finish each batch (await its host copy, keep the best candidates), then
+    submit every source whose views are all made to the encoders, in source order."""
+    clock = stage.clock
+    waiting: collections.deque = collections.deque()
 
     def hand_on() -> None:
         while waiting and (not waiting[0].ok or waiting[0].rows_left == 0):
             item = waiting.popleft()
             future = pool.submit(encode, item) if item.ok else _done(item)
-            clock.timed("device_wait_output", _put, encoded, future, abort)
+            clock.timed("collect_wait_output", _put, encoded, future, abort)
 
     while True:
-        while len(rows) < batch_size and take():
-            pass
-        wall, cpu = time.perf_counter(), time.thread_time()
-        batch = None
-        if rows:
-            # Embed every source taken so far that has no embedding yet, in one batch (their rows are next).
-            stage.embed_sources(list(waiting))
-            batch = stage.launch([rows.popleft() for _ in range(min(batch_size, len(rows)))])
-        if in_flight is not None:
-            stage.finish(in_flight)
-        in_flight = batch
-        clock.add("device", time.perf_counter() - wall, time.thread_time() - cpu)
-        hand_on()
-        if batch is None:  # the stream has ended and every row has run
+        message = _get(collected, abort)
+        if message is _END:
             break
+        kind, value = message
+        wall, cpu = time.perf_counter(), time.thread_time()
+        if kind == "source":
+            waiting.append(value)
+        else:
+            stage.finish(value)
+            slots.release()
+        clock.add("collect", time.perf_counter() - wall, time.thread_time() - cpu)
+        hand_on()
+    hand_on()
     _put(encoded, _END, abort)
+
+
+def _acquire(slots: threading.Semaphore, abort: threading.Event) -> None:
+    """Acquire a semaphore, giving up when the job aborts."""
+    while not slots.acquire(timeout=0.1):
+        if abort.is_set():
+            raise _Aborted
 
 
 def feed(records: list[dict[str, Any]], pool: Executor, load: Callable, decoded: queue.Queue,
@@ -294,12 +317,16 @@ def run_stages(records: list[dict[str, Any]], generator: ViewGenerator, settings
     The iterator yields each source once its views are encoded; the writer (the caller) consumes it.
     A failure in any thread is re-raised from the iterator; closing it early stops every thread.
     """
-    lookahead = max(2 * settings.batch_size, 16)
+    # Enough decoded sources for two batches, and work for every io thread.
+    per_source = settings.k * settings.best_of
+    lookahead = max(2 * -(-settings.batch_size // per_source), 2 * pool_width(pool), 8)
     decoded: queue.Queue = queue.Queue(maxsize=lookahead)
     encoded: queue.Queue = queue.Queue(maxsize=max(4, pool_width(pool) * 2))
     abort = threading.Event()
     errors: list[BaseException] = []
     stage = DeviceStage(generator, settings, clock)
+    collected: queue.Queue = queue.Queue()  # device -> collector; bounded in batches by `slots`
+    slots = threading.Semaphore(2)
 
     def guarded(fn: Callable, *args: Any) -> Callable[[], None]:
         def target() -> None:
@@ -314,8 +341,10 @@ def run_stages(records: list[dict[str, Any]], generator: ViewGenerator, settings
 
     threads = [
         threading.Thread(target=guarded(feed, records, pool, load, decoded, abort), name="genview-feed", daemon=True),
-        threading.Thread(target=guarded(device_loop, decoded, encoded, stage, pool, encode, abort),
+        threading.Thread(target=guarded(device_loop, decoded, collected, stage, slots, abort),
                          name="genview-device", daemon=True),
+        threading.Thread(target=guarded(collect_loop, collected, encoded, stage, slots, pool, encode, abort),
+                         name="genview-collect", daemon=True),
     ]
     started = time.perf_counter()
 

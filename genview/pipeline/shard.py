@@ -25,7 +25,7 @@ from genview.datastore.shard_writer import ShardWriter
 from genview.datastore.store import Store
 from genview.generator.base import ViewGenerator
 from genview.pipeline.decode import DecodeError, decode_image
-from genview.pipeline.encode import FORMATS, encode_view
+from genview.pipeline.encode import FORMATS, encode_pixels
 from genview.pipeline.engine import StageClock, pool_width, run_stages
 
 #: Sources are decoded at least this large (short side) before the encoder crops them to 224.
@@ -118,7 +118,7 @@ def _load_one(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceItem:
 
 def encode_item(item: SourceItem, settings: ViewSettings) -> SourceItem:
     """Encode a finished source's views (already at the view size) to image bytes."""
-    item.encoded = [encode_view(px, settings.format, settings.quality, settings.view_size) for px in item.views]
+    item.encoded = [encode_pixels(px, settings.format, settings.quality, settings.view_size) for px in item.views]
     item.views = []  # free the raw pixels once encoded
     return item
 
@@ -264,12 +264,16 @@ def run_shard(
 def bottleneck(stages: dict[str, dict[str, float]], seconds: float) -> str:
     """Name the stage that limits throughput, from where the device thread waited.
 
-    The device thread waiting for input means reading/decoding is behind; waiting to hand views on
-    means encoding/writing is behind; otherwise the device (model) is the limit.
+    The device thread waiting for decoded sources means reading/decoding is behind; waiting for a
+    free batch slot means the collector is behind, itself either blocked on the encoders/writer
+    or busy; a device thread that (almost) never waits is the limit itself.
     """
-    wait_in = stages.get("device_wait_input", {}).get("seconds", 0.0)
-    wait_out = stages.get("device_wait_output", {}).get("seconds", 0.0)
-    busy = stages.get("device", {}).get("seconds", 0.0)
-    if busy >= max(wait_in, wait_out):
+    def wall(name: str) -> float:
+        return stages.get(name, {}).get("seconds", 0.0)
+
+    threshold = 0.05 * seconds
+    if max(wall("device_wait_input"), wall("device_wait_slot")) <= threshold:
         return "device"
-    return "read_decode" if wait_in >= wait_out else "encode_write"
+    if wall("device_wait_input") >= wall("device_wait_slot"):
+        return "read_decode"
+    return "encode_write" if wall("collect_wait_output") > threshold else "collect"
