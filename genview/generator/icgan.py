@@ -352,7 +352,11 @@ class _ICGANBase(ViewGenerator):
     @property
     def params(self) -> dict[str, Any]:
         """Generation settings in force."""
-        return {"truncation": self._truncation, "dtype": self._dtype_name, "tf32": self._tf32, "compile": self._compiled}
+        params = {"truncation": self._truncation, "dtype": self._dtype_name}
+        if self._device.type == "cuda":
+            # CUDA-only settings, recorded where they apply (CPU stores keep their identity unchanged).
+            params.update(tf32=self._tf32, compile=self._compiled)
+        return params
 
     @property
     def image_size(self) -> int:

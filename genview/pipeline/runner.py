@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import sys
@@ -43,6 +44,8 @@ class JobSummary:
     views: int
     seconds: float
     random_weights: bool
+    device_busy: float | None = None  # fraction of shard time the device had work (engine stats of the done shards)
+    bottleneck: str | None = None  # the stage most shards named as their limit
 
     def __str__(self) -> str:
         rate = self.views / self.seconds if self.seconds > 0 else 0.0
@@ -50,6 +53,8 @@ class JobSummary:
             f"{self.out}: {self.ok} sources -> {self.views} views, {self.failed} failed sources "
             f"({self.shards} shards, {self.shards_run} run now, {self.seconds:.1f} s, {rate:.1f} views/s)"
         )
+        if self.device_busy is not None:
+            text += f"\ndevice busy {self.device_busy:.0%} of shard time; bottleneck: {self.bottleneck}"
         if self.random_weights:
             text += "\nviews are from RANDOM weights (a `models init` preset), not a trained model"
         return text
@@ -210,11 +215,19 @@ def summarize(store: Store, shards_run: int = 0, seconds: float = 0.0) -> JobSum
     header = store.read_header()
     totals = {"sources": 0, "ok": 0, "failed": 0, "views": 0}
     done = store.done_shards()
+    busy = shard_seconds = 0.0
+    bottlenecks: collections.Counter = collections.Counter()
     for shard in done:
         stats = store.read_stats(shard)
         for name in totals:
             totals[name] += int(stats.get(name, 0))
+        if "device_busy_seconds" in stats:  # done markers written by the staged engine
+            busy += float(stats["device_busy_seconds"])
+            shard_seconds += float(stats.get("seconds") or 0.0)
+            bottlenecks[stats.get("bottleneck")] += 1
     return JobSummary(
+        device_busy=round(min(1.0, busy / shard_seconds), 4) if shard_seconds > 0 else None,
+        bottleneck=bottlenecks.most_common(1)[0][0] if bottlenecks else None,
         out=store.url,
         shards=len(done),
         shards_run=shards_run,
