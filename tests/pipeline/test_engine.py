@@ -43,20 +43,22 @@ def _spec(image_folder, out, weights, model="icgan", **extra) -> GenerateSpec:
     return GenerateSpec(**fields)
 
 
-@pytest.mark.parametrize("model, params", [("icgan", {}), ("eldm", {"steps": 3})])
+@pytest.mark.parametrize("model, params", [("icgan", {}), ("eldm", {"steps": 3}), ("unclip", {"num_inference_steps": 2})])
 def test_batched_views_agree_within_one_level_across_batch_sizes_and_threads(tmp_path, image_folder, tiny_weights,
                                                                               model, params):
     weights = tiny_weights(model)
+    k = 1 if model == "unclip" else 3  # the diffusion pipeline is the slow one on CPU
     runs = {}
-    for name, batch, threads in [("b1", 1, 1), ("b5", 5, 1), ("b36", 36, 1), ("b36t2", 36, 2)]:
+    for name, batch, threads in [("b1", 1, 1), ("b5", 5, 1), ("b36t2", 36, 2)]:
         torch.set_num_threads(threads)
         try:
-            generate(_spec(image_folder, tmp_path / name, weights, model, batch_size=batch, params=params), progress=False)
+            generate(_spec(image_folder, tmp_path / name, weights, model, batch_size=batch, params=params, k=k),
+                     progress=False)
         finally:
             torch.set_num_threads(1)
         runs[name] = _views(tmp_path / name)
     reference = runs.pop("b1")
-    assert len(reference) == 12 * 3
+    assert len(reference) == 12 * k
     for name, views in runs.items():
         assert views.keys() == reference.keys()
         worst = max(int(np.abs(views[k].astype(int) - reference[k].astype(int)).max()) for k in views)
