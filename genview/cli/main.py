@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from genview import __version__
-from genview.cli import api_commands, demo, generate, models, store_commands, train
+from genview.cli import api_commands, bench, demo, generate, models, store_commands, train
 
 #: Each module adds its verbs to the parser and returns nothing; each verb's handler returns an exit code.
-VERB_MODULES = (generate, store_commands, models, train, demo, api_commands)
+VERB_MODULES = (generate, store_commands, models, train, demo, api_commands, bench)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from genview.datastore.store import Store
 from genview.generator.base import ViewGenerator
@@ -42,7 +44,47 @@ class InProcessBackend:
         def on_source(item: SourceItem) -> None:
             progress.sources_done(1, len(item.encoded), 0 if item.ok else 1)
 
-        with ThreadPoolExecutor(max_workers=plan.spec.io_threads, thread_name_prefix="genview-io") as pool:
+        with torch_threads(cpu_threads(plan.spec, self.generator.device.type, usable_cpus())), \
+                ThreadPoolExecutor(max_workers=plan.spec.io_threads, thread_name_prefix="genview-io") as pool:
             for shard, records in sorted(plan.shards.items()):
                 stats = run_shard(plan.store, shard, records, self.generator, plan.settings, pool, on_source=on_source)
                 progress.shard_done(stats)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_threads(spec: GenerateSpec, device_type: str, cpus: int) -> int:
+    """torch intra-op threads for one worker: --threads, else 1 beside an accelerator, else DEFAULT_CPU_THREADS.
+
+    With a GPU the host threads only draw noise and launch kernels, and the io threads need the
+    cores. On CPU the model competes with the io threads for the same cores; see DEFAULT_CPU_THREADS.
+    """
+    if spec.threads:
+        return spec.threads
+    if device_type != "cpu":
+        return 1
+    return max(1, min(cpus, DEFAULT_CPU_THREADS))
+
+
+#: Default torch threads for a CPU worker. Measured on this 2-core machine with the tiny IC-GAN
+#: (bench/bench_pipeline.py --threads 1 / 2, README): see the README's table for the figures.
+DEFAULT_CPU_THREADS = 1
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with `count` torch intra-op threads, restoring the caller's setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
