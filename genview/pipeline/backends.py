@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Protocol
 
 from genview.datastore.store import Store
-from genview.generator.base import ViewGenerator
+from genview.generator.base import ViewGenerator, WeightsInfo
 from genview.pipeline.progress import JobProgress
 from genview.pipeline.shard import SourceItem, ViewSettings, run_shard
 from genview.pipeline.spec import GenerateSpec
@@ -25,11 +25,46 @@ class ShardPlan:
     shards: dict[int, list[dict[str, Any]]]
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelDescription:
+    """What a store records about the model its workers run, and what planning needs (no model object)."""
+
+    weights: WeightsInfo
+    params: dict[str, Any]
+    image_size: int
+    needs_labels: bool
+    default_alphas: list[float] | None = None
+    device: str = "cpu"
+
+    @classmethod
+    def of(cls, generator: ViewGenerator) -> "ModelDescription":
+        """Describe a loaded generator."""
+        alphas = getattr(generator, "default_alphas", None)
+        return cls(weights=generator.weights, params=dict(generator.params), image_size=int(generator.image_size),
+                   needs_labels=bool(generator.needs_labels), default_alphas=list(alphas) if alphas else None,
+                   device=str(generator.device))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-able (and picklable across Ray) form."""
+        return {**dataclasses.asdict(self), "weights": self.weights.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelDescription":
+        """Inverse of `to_dict`."""
+        return cls(**{**data, "weights": WeightsInfo(**data["weights"])})
+
+
 class Backend(Protocol):
     """Runs every shard of a plan, reporting to a JobProgress."""
 
+    def describe(self, spec: GenerateSpec) -> ModelDescription:
+        """Return the model the workers run (weights digest, resolved params), as the store records it."""
+
     def run(self, plan: ShardPlan, progress: JobProgress) -> None:
         """Make every shard in the plan; return when all are committed."""
+
+    def close(self) -> None:
+        """Release workers started by `describe` or `run` (idempotent)."""
 
 
 class InProcessBackend:
@@ -37,6 +72,13 @@ class InProcessBackend:
 
     def __init__(self, generator: ViewGenerator):
         self.generator = generator
+
+    def describe(self, spec: GenerateSpec) -> ModelDescription:
+        """Describe this process's generator."""
+        return ModelDescription.of(self.generator)
+
+    def close(self) -> None:
+        """Nothing to release: the generator belongs to the caller."""
 
     def run(self, plan: ShardPlan, progress: JobProgress) -> None:
         """Make the plan's shards in order in this process."""

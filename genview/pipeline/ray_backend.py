@@ -38,7 +38,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
 
 from genview.datastore import layout
 from genview.datastore.store import Store
-from genview.pipeline.backends import ShardPlan, cpu_threads
+from genview.pipeline.backends import ModelDescription, ShardPlan, cpu_threads
 from genview.pipeline.progress import JobProgress
 from genview.pipeline.runner import load_generator
 from genview.pipeline.shard import SourceItem, ViewSettings, run_shard
@@ -71,6 +71,10 @@ class ShardWorker:
         torch.set_num_threads(cpu_threads(self.spec, self.generator.device.type, max(1, int(reserved))))
         self.pool = ThreadPoolExecutor(max_workers=self.spec.io_threads, thread_name_prefix="genview-io")
         self.store = Store(self.spec.out)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the model as this worker runs it (weights digest, resolved params on its device)."""
+        return ModelDescription.of(self.generator).to_dict()
 
     def info(self) -> dict[str, Any]:
         """Return who this incarnation is: actor id, node, pid, device."""
@@ -245,6 +249,9 @@ class RayBackend:
         self.committed_by: dict[int, dict[str, Any]] = {}
         #: Shards whose attempt was lost after it had committed (found by their done marker, not redone).
         self.found_done: set[int] = set()
+        self._workers: list[_Worker] | None = None  # the job's actors, from `describe` or `run` until `close`
+        self._options: dict[str, Any] = {}
+        self._started = False  # Ray was started (not joined) by this backend
 
     # -- cluster ---------------------------------------------------------------------------
     def _connect(self, spec: GenerateSpec) -> bool:
@@ -302,28 +309,57 @@ class RayBackend:
         return count, options
 
     # -- the job ---------------------------------------------------------------------------
+    def _start(self, spec: GenerateSpec) -> None:
+        """Connect to Ray and create the actors (once per job; `close` undoes it)."""
+        if self._workers is not None:
+            return
+        self._started = self._connect(spec)
+        self._workers = []
+        count, options = self._actor_options(spec, local=self._started and not self.address)
+        actor_class = ray.remote(ShardWorker)
+        spec_json = spec.model_dump_json()
+        driver = driver_identity()
+        self._options = options
+        self._workers = [_Worker(i, actor_class.options(**options).remote(spec_json, driver)) for i in range(count)]
+
+    def describe(self, spec: GenerateSpec) -> ModelDescription:
+        """Start the workers and ask one for the model it loaded: the driver never builds a model."""
+        self._start(spec)
+        errors = []
+        for worker in self._workers:
+            try:
+                return ModelDescription.from_dict(ray.get(worker.handle.describe.remote()))
+            except RayTaskError as exc:
+                raise RuntimeError(f"a genview Ray worker could not describe its model:\n{exc}") from exc
+            except RayActorError as exc:
+                if getattr(exc, "actor_init_failed", False) or isinstance(exc, ActorDiedError):
+                    raise RuntimeError(f"a genview Ray worker could not start (loading the model failed):\n{exc}") from exc
+                errors.append(str(exc))  # unreachable for now: ask the next one
+        raise RuntimeError("no genview Ray worker answered: " + "; ".join(errors))
+
     def run(self, plan: ShardPlan, progress: JobProgress) -> None:
         """Make every shard of the plan on Ray actors; return when all are committed."""
-        if not plan.shards:
-            return
-        started = self._connect(plan.spec)
-        workers: list[_Worker] = []
         try:
-            count, options = self._actor_options(plan.spec, local=started and not self.address)
-            actor_class = ray.remote(ShardWorker)
-            spec_json = plan.spec.model_dump_json()
-            driver = driver_identity()
-            workers = [_Worker(i, actor_class.options(**options).remote(spec_json, driver)) for i in range(count)]
-            _Dispatcher(self, plan, progress, workers, options).run()
+            if plan.shards:
+                self._start(plan.spec)
+                _Dispatcher(self, plan, progress, self._workers, self._options).run()
         finally:
-            # Also on errors and Ctrl-C: no actor may go on writing once the driver has given up.
-            for worker in workers:
-                try:
-                    ray.kill(worker.handle, no_restart=True)
-                except Exception:  # noqa: BLE001 - already gone is fine
-                    pass
-            if started:
-                ray.shutdown()
+            self.close()
+
+    def close(self) -> None:
+        """Kill this job's actors and disconnect from a Ray instance started here (idempotent).
+
+        Also on errors and Ctrl-C: no actor may go on writing once the driver has given up.
+        """
+        for worker in self._workers or []:
+            try:
+                ray.kill(worker.handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+        self._workers = None
+        if self._started:
+            self._started = False
+            ray.shutdown()
 
 
 class _Dispatcher:

@@ -16,7 +16,7 @@ from genview.datastore.sources import assign_shards, list_sources
 from genview.datastore.store import Store, StoreError, spec_differences
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.generator.registry import get_generator_class
-from genview.pipeline.backends import Backend, InProcessBackend, ShardPlan
+from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
 from genview.pipeline.progress import JobProgress
 from genview.pipeline.shard import ViewSettings
 from genview.pipeline.spec import IDENTITY_FIELDS, GenerateSpec, resolve_device
@@ -75,7 +75,7 @@ def load_generator(spec: GenerateSpec) -> ViewGenerator:
     return cls.from_pretrained(spec.weights, device=resolve_device(spec.device), **kwargs)
 
 
-def resolved_alphas(spec: GenerateSpec, generator: ViewGenerator) -> list[float] | None:
+def resolved_alphas(spec: GenerateSpec, generator: ViewGenerator | ModelDescription) -> list[float] | None:
     """Interpolation ratios in force: the spec's, else the model's preset (E-LDM), else Gen-SIS's 0.5."""
     if not spec.interpolate:
         return None
@@ -96,16 +96,16 @@ def uses_ray(spec: GenerateSpec) -> bool:
     return bool(ray_address(spec) or spec.workers)
 
 
-def make_backend(spec: GenerateSpec, generator: ViewGenerator) -> Backend:
-    """Ray actors when an address or --workers is given, else the in-process default."""
+def make_backend(spec: GenerateSpec, generator: ViewGenerator | None = None) -> Backend:
+    """Ray actors when an address or --workers is given, else the in-process default (loading the model if not given)."""
     if uses_ray(spec):
         from genview.pipeline.ray_backend import RayBackend  # Ray is an optional extra: imported only here
 
         return RayBackend(address=ray_address(spec), workers=spec.workers)
-    return InProcessBackend(generator)
+    return InProcessBackend(generator or load_generator(spec))
 
 
-def store_identity(spec: GenerateSpec, generator: ViewGenerator) -> dict[str, Any]:
+def store_identity(spec: GenerateSpec, generator: ViewGenerator | ModelDescription) -> dict[str, Any]:
     """Return the spec as recorded in genview.json: identity fields plus the model's resolved settings."""
     identity = {name: getattr(spec, name) for name in IDENTITY_FIELDS}
     identity["alphas"] = resolved_alphas(spec, generator)
@@ -171,8 +171,19 @@ def generate(
 
     The backend runs the shards (default: in this process with `generator`).
     """
-    # On Ray the driver's copy only records the model's identity; the actors load their own on their devices.
-    generator = generator or load_generator(spec.model_copy(update={"device": "cpu"}) if uses_ray(spec) else spec)
+    backend = backend or make_backend(spec, generator)
+    try:
+        return _generate(spec, backend, overwrite=overwrite, progress=progress, on_shard=on_shard)
+    finally:
+        backend.close()
+
+
+def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress: bool,
+              on_shard: Callable[[dict[str, Any]], None] | None) -> JobSummary:
+    """Plan and run a job on a backend; see `generate`."""
+    # The model as the workers run it (on Ray: described by a worker on its device; this process
+    # never builds one), so genview.json records exactly what made the views.
+    generator = backend.describe(spec)
     weights = generator.weights
     if weights.random_init:
         print(RANDOM_WEIGHTS_WARNING.format(model=spec.model, path=weights.id, preset=weights.preset), file=sys.stderr)
@@ -202,7 +213,6 @@ def generate(
     already = sum(len(rows) for shard, rows in by_shard.items() if shard in done)
     start = time.perf_counter()
     job_progress = JobProgress(len(records), already, f"genview {spec.model}", enabled=progress, on_shard=on_shard)
-    backend = backend or make_backend(spec, generator)
     try:
         backend.run(ShardPlan(store=store, spec=spec, settings=settings, shards=todo), job_progress)
     finally:
