@@ -63,15 +63,13 @@ class ProgressReader:
             shards = store.read_sources().column("shard")
             state.sources_total = len(shards)
             state.shards_total = (max(shards.to_pylist()) + 1) if len(shards) else 0
-        manifest_dir = store.path(layout.MANIFEST_DIR)
-        if not store.fs.exists(manifest_dir):
+        version = store.format_version
+        markers_dir = store.path(layout.markers_dir(version))
+        if not store.fs.exists(markers_dir):
             return
-        for info in store.fs.ls(manifest_dir, detail=True):
-            stem, ext = posixpath.splitext(posixpath.basename(info["name"]))
-            if ext != ".json" or not stem.startswith("_") or not stem[1:].isdigit():
-                continue
-            shard = int(stem[1:])
-            if shard in state.stats:
+        for info in store.fs.ls(markers_dir, detail=True):
+            shard = layout.marker_shard(posixpath.basename(info["name"]), version)
+            if shard is None or shard in state.stats:
                 continue
             try:
                 stats = json.loads(store.fs.cat_file(info["name"]))

@@ -76,6 +76,12 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default 0.8 icgan, 1.0 cc-icgan, per DA IC-GAN)")
     p.add_argument("--store-embeddings", action="store_true",
                    help="keep each source's condition embedding in its sample as KEY.emb.npy (float32, numpy format)")
+    p.add_argument("--source-copy", choices=["jpg", "png", "original", "none"], default="jpg",
+                   help="how each source is kept in its sample: jpg/png store it as the generator saw it (RGB, EXIF "
+                   "applied, alpha over white) as KEY.src.jpg/.png; original keeps the file's bytes and extension; "
+                   "none keeps no source (default: jpg)")
+    p.add_argument("--source-size", type=int, metavar="PX",
+                   help="shrink the stored source copy to this short side (jpg/png only; sources are ~80%% of a store)")
     p.add_argument("--interpolate", action="store_true",
                    help="Gen-SIS interpolated views: pair each source with a secondary (stored as KEY.sec.*) and condition "
                    "view j on slerp/lerp(source, secondary, alpha_j)")
@@ -98,6 +104,9 @@ def add_parsers(sub, formatter) -> None:
                    help="Ray worker actors (default: one per GPU of the cluster); without --ray-address, "
                    "starts a local Ray instance with N worker processes on this machine")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store at --out and start over")
+    p.add_argument("--check-hashes", action="store_true",
+                   help="on a rerun, check each done shard's sha256 against its marker (reads every tar) before "
+                   "trusting it; without it only size and member count are checked. Damaged shards are redone")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -125,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
             best_of=args.best_of,
             params=params,
             store_embeddings=args.store_embeddings,
+            source_copy=args.source_copy,
+            source_size=args.source_size,
             interpolate=args.interpolate,
             alphas=args.alphas,
             pair_across=args.pair_across,
@@ -139,6 +150,6 @@ def run(args: argparse.Namespace) -> int:
         for err in exc.errors():
             print(f"genview generate: --{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}", file=sys.stderr)
         return 2
-    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress)
+    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress, check_hashes=args.check_hashes)
     print(summary)
     return 0

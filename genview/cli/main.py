@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 from genview import __version__
@@ -40,6 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: done shards are kept; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`genview inspect --json | head`): not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
+    except PermissionError as exc:
+        print(f"genview {args.verb}: error: cannot write {exc.filename or ''}: permission denied "
+              "(is the store read-only? choose another --out)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC):
+            raise
+        print(f"genview {args.verb}: error: {exc.strerror}: {exc.filename or ''}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # Expected user-facing failures (bad spec, missing weights, store mismatch): no traceback.
         print(f"genview {args.verb}: error: {exc}", file=sys.stderr)

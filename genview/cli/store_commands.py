@@ -23,6 +23,12 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("store", help="store folder or URL")
     p.add_argument("--decode", action="store_true", help="also decode every view image (slower)")
     p.add_argument("--allow-incomplete", action="store_true", help="do not count unfinished shards as problems")
+    p.add_argument("--repair", action="store_true",
+                   help="remove every damaged shard and leftover temporary file, then regenerate what is missing "
+                   "with the spec recorded in genview.json (needs the model weights)")
+    p.add_argument("--weights", help="with --repair: the model weights, when they are no longer where the store recorded them")
+    p.add_argument("--encoder-weights", help="with --repair: the condition-encoder checkpoint, when not inside --weights")
+    p.add_argument("--device", help="with --repair: device to regenerate on (auto, cpu, cuda, cuda:N)")
     p.set_defaults(handler=run_verify)
 
     p = sub.add_parser(
@@ -67,7 +73,14 @@ def add_parsers(sub, formatter) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Run `genview verify`; exit code 1 when problems are found."""
+    """Run `genview verify`; exit code 1 when problems are found (after --repair: when any remain)."""
+    if args.repair:
+        from genview.pipeline.runner import repair
+
+        overrides = {name: value for name, value in (("encoder_weights", args.encoder_weights), ("device", args.device)) if value}
+        redone, summary = repair(args.store, weights=args.weights, **overrides)
+        print(f"repair: {len(redone)} damaged shard(s) redone" + (f": {', '.join(map(str, redone))}" if redone else ""))
+        print(summary)
     report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete)
     print(report)
     return 0 if report.ok else 1

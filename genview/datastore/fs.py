@@ -36,9 +36,22 @@ def temp_name(final_path: str) -> str:
 def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write bytes under a temporary name, then move them to `path`, so `path` is whole or absent."""
     tmp = temp_name(path)
-    with fs.open(tmp, "wb") as fh:
-        fh.write(data)
-    commit(fs, tmp, path)
+    try:
+        with fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        commit(fs, tmp, path)
+    except BaseException:
+        _remove_quietly(fs, tmp)  # a failed write (read-only store, full disk, kill) leaves no temp file
+        raise
+
+
+def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Remove a file if it exists; errors (e.g. the folder is read-only too) are left to the caller's error."""
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except OSError:
+        return
 
 
 def commit(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
@@ -48,3 +61,18 @@ def commit(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
     else:
         # Object stores have no rename: copy is server-side and the final object appears whole.
         fs.mv(tmp, path)
+
+
+def canonical_url(url: str) -> str:
+    """One spelling per location: local paths absolute and normalised, URLs without a trailing slash.
+
+    `small`, `small/` and `/abs/small` name one folder, so a rerun spelled differently resumes
+    the same store instead of being refused as a different spec.
+    """
+    url = str(url)
+    if "://" in url and not url.startswith("file://"):
+        protocol, rest = url.split("://", 1)
+        return f"{protocol}://{rest.rstrip('/') or rest}"
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    return os.path.normpath(os.path.abspath(os.path.expanduser(url)))

@@ -51,6 +51,7 @@ class ShardWriter:
         self._tar = wds.TarWriter(self._hashing, encoder=False, mtime=TAR_MTIME)
         self.rows: list[dict[str, Any]] = []
         self.samples = 0
+        self.members = 0
         self._closed = False
 
     def write_sample(self, key: str, members: dict[str, bytes]) -> None:
@@ -59,6 +60,7 @@ class ShardWriter:
             raise ValueError(f"sample key {key!r} contains a dot; webdataset splits keys at the first dot")
         self._tar.write({"__key__": key, **members})
         self.samples += 1
+        self.members += len(members)
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         """Queue manifest rows (views and failed sources) for this shard."""
@@ -78,9 +80,10 @@ class ShardWriter:
             "tar_bytes": self._hashing.size,
             "tar_sha256": self._hashing.sha256.hexdigest(),
             "samples": self.samples,
+            "tar_members": self.members,
             **stats,
         }
-        write_atomic(fs, layout.shard_done(root, self.shard), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
+        write_atomic(fs, self.store.marker_path(self.shard), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
         return stats
 
     def abort(self) -> None:

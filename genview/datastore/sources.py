@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 import posixpath
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -29,36 +33,84 @@ def is_image_name(name: str) -> bool:
     return not base.startswith(".") and posixpath.splitext(base)[1].lower() in IMAGE_EXTENSIONS
 
 
+@dataclasses.dataclass
+class SourceListing:
+    """A listed source: the table of images, and the files passed over (not images, hidden)."""
+
+    table: pa.Table
+    skipped: list[str]
+
+    @property
+    def digest(self) -> dict[str, object]:
+        """Count and sha256 of the listing (uri and label per image, in source_id order), for genview.json."""
+        return listing_digest(self.table)
+
+
+def listing_digest(table: pa.Table) -> dict[str, object]:
+    """Count and sha256 of a source table's (uri, label) pairs in source_id order.
+
+    Recorded in genview.json so that a rerun which has to list the source again (sources.parquet
+    lost) can tell whether the folder changed since the done shards were made.
+    """
+    order = np.argsort(table.column("source_id").to_numpy(zero_copy_only=False), kind="stable")
+    uris = table.column("uri").to_pylist()
+    labels = table.column("label").to_pylist()
+    sha = hashlib.sha256()
+    for i in order:
+        sha.update(f"{uris[i]}\t{labels[i] if labels[i] is not None else ''}\n".encode("utf-8", "surrogateescape"))
+    return {"count": table.num_rows, "sha256": sha.hexdigest()}
+
+
+def display_text(text: str) -> str:
+    """A path as valid UTF-8 text: undecodable bytes (kept by Python as surrogates) become \\xNN."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def _url(fs, path: str) -> str:
     """Return a path as the URL the rest of genview opens (protocol kept for object stores)."""
     return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
-def _list_folder(fs, root: str) -> tuple[list[str], list[str | None]]:
-    """List images under root recursively; label = first directory level, None for files at the root."""
-    uris, labels = [], []
+def _list_folder(fs, root: str) -> tuple[list[str], list[str | None], list[str]]:
+    """List images under root recursively; label = first directory level, None for files at the root.
+
+    Returns (uris, labels, skipped): files that are hidden or have no image extension are skipped
+    and counted, so a user can see what was passed over.
+    """
+    uris, labels, skipped = [], [], []
     for path in fs.find(root):
         rel = posixpath.relpath(path, root)
         parts = rel.split("/")
         if any(part.startswith(".") for part in parts) or not is_image_name(path):
-            continue  # hidden files/folders and non-images are not sources
+            skipped.append(rel)  # hidden files/folders and non-images are not sources
+            continue
         uris.append(_url(fs, path))
         labels.append(parts[0] if len(parts) > 1 else None)
-    return uris, labels
+    return uris, labels, skipped
 
 
-def _read_list_table(fs, path: str) -> pa.Table:
-    """Read a txt (one path per line), csv or parquet list file into a table with a 'path' column."""
+def _read_list_table(fs, path: str) -> tuple[pa.Table, list[str] | None]:
+    """Read a txt (one path per line), csv or parquet list file into a table with a 'path' column.
+
+    For txt files the raw lines are returned too: a line that is not UTF-8 is kept (as Python's
+    surrogate escapes) so the file it names can still be opened.
+    """
     suffix = posixpath.splitext(path)[1].lower()
     if suffix == ".txt":
-        with fs.open(path, "rt", encoding="utf-8") as fh:
+        # surrogateescape: a name that is not UTF-8 is still a file to read (and a row), not a crash.
+        with fs.open(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
             lines = [line.strip() for line in fh]
-        return pa.table({"path": [line for line in lines if line and not line.startswith("#")]})
+        raw = [line for line in lines if line and not line.startswith("#")]
+        return pa.table({"path": [display_text(line) for line in raw]}), raw
     with fs.open(path, "rb") as fh:
         table = pacsv.read_csv(fh) if suffix == ".csv" else pq.read_table(fh)
     for name in PATH_COLUMNS:
         if name in table.column_names:
-            return table.rename_columns(["path" if c == name else c for c in table.column_names])
+            return table.rename_columns(["path" if c == name else c for c in table.column_names]), None
     raise SourceError(
         f"list file {path} has no path column; expected one of {', '.join(PATH_COLUMNS)}, "
         f"found {', '.join(table.column_names)}"
@@ -67,15 +119,15 @@ def _read_list_table(fs, path: str) -> pa.Table:
 
 def _list_file(fs, path: str) -> tuple[list[str], list[str | None], pa.Table]:
     """Resolve a list file's paths (relative ones against its folder) and labels; keep extra columns."""
-    table = _read_list_table(fs, path)
+    table, raw = _read_list_table(fs, path)
     base = posixpath.dirname(path)
     uris = []
-    for raw in table.column("path").to_pylist():
-        raw = str(raw)
-        if "://" in raw:
-            uris.append(raw)
+    for entry in raw if raw is not None else table.column("path").to_pylist():
+        entry = str(entry)
+        if "://" in entry:
+            uris.append(entry)
         else:
-            full = raw if raw.startswith("/") else posixpath.normpath(posixpath.join(base, raw))
+            full = entry if entry.startswith("/") else posixpath.normpath(posixpath.join(base, entry))
             uris.append(_url(fs, full))
     labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * len(uris)
     labels = [None if v is None else str(v) for v in labels]
@@ -97,12 +149,22 @@ def label_indices(labels: list[str | None]) -> dict[str, int]:
 
 def list_sources(source: str) -> pa.Table:
     """Return the sorted source table (source_id, uri, label, label_index, + list-file columns) of a folder or list file."""
+    return scan_sources(source).table
+
+
+def scan_sources(source: str) -> SourceListing:
+    """List a folder or list file: the sorted source table and the files skipped as not images.
+
+    A path that is not valid UTF-8 is kept: `uri` holds it readable (bad bytes as \\xNN) and
+    `uri_bytes` the exact bytes to open (a column present only when such paths exist).
+    """
     fs, path = open_url(source)
     if not fs.exists(path):
         raise SourceError(f"source {source!r} does not exist")
     extra = None
+    skipped: list[str] = []
     if fs.isdir(path):
-        uris, labels = _list_folder(fs, path)
+        uris, labels, skipped = _list_folder(fs, path)
     elif path.lower().endswith(LIST_FILE_SUFFIXES):
         uris, labels, extra = _list_file(fs, path)
     else:
@@ -114,27 +176,38 @@ def list_sources(source: str) -> pa.Table:
     order = sorted(range(len(uris)), key=lambda i: uris[i])
     if len(set(uris)) != len(uris):
         raise SourceError(f"source {source!r} lists the same image more than once")
+    labels = [None if label is None else display_text(label) for label in labels]
     label_index = label_indices(labels)
     columns = {
         "source_id": pa.array(range(len(order)), pa.int64()),
-        "uri": pa.array([uris[i] for i in order], pa.string()),
+        "uri": pa.array([display_text(uris[i]) for i in order], pa.string()),
         "label": pa.array([labels[i] for i in order], pa.string()),
         "label_index": pa.array([label_index.get(labels[i]) for i in order], pa.int32()),
     }
+    raw = [os.fsencode(uris[i]) if display_text(uris[i]) != uris[i] else None for i in order]
+    if any(r is not None for r in raw):
+        columns["uri_bytes"] = pa.array(raw, pa.binary())
     table = pa.table(columns)
     if extra is not None:
         indices = pa.array(order)
         for name in extra.column_names:
             if name not in columns:
                 table = table.append_column(name, extra.column(name).take(indices))
-    return table
+    return SourceListing(table=table, skipped=sorted(display_text(name) for name in skipped))
 
 
-def assign_shards(sources: pa.Table, shard_size: int) -> pa.Table:
-    """Add the `shard` column: consecutive runs of shard_size sources in source_id order."""
+def assign_shards(sources: pa.Table, shard_size: int, seed: int = 0) -> pa.Table:
+    """Add the `shard` column, each shard a seeded random sample of the dataset; rows in shard order.
+
+    Listings are sorted by path, and on an ImageFolder tree path order is class order: cutting it
+    into runs would give shards of one or two classes, and every training batch would hold ~3
+    classes. A seeded permutation makes each shard a random sample, the same on every rerun.
+    """
     if shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
-    shards = pa.array([i // shard_size for i in range(sources.num_rows)], pa.int32())
     if "shard" in sources.column_names:
         sources = sources.drop_columns(["shard"])
-    return sources.append_column("shard", shards)
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A4D])).permutation(sources.num_rows)
+    shuffled = sources.take(pa.array(order, pa.int64()))
+    shards = pa.array(np.arange(sources.num_rows) // shard_size, pa.int32())
+    return shuffled.append_column("shard", shards)

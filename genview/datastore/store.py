@@ -16,6 +16,10 @@ from genview.datastore import layout
 from genview.datastore.fs import join, open_url, write_atomic
 
 
+#: Folders that hold per-shard parts (stats/ only exists from format v2 on).
+_SHARD_DIRS = (layout.SHARDS_DIR, layout.MANIFEST_DIR, layout.STATS_DIR)
+
+
 class StoreError(RuntimeError):
     """Raised for a store that cannot be used as asked (spec mismatch, not a store, missing parts)."""
 
@@ -35,6 +39,18 @@ class Store:
     def __init__(self, url: str):
         self.url = str(url)
         self.fs, self.root = open_url(self.url)
+        self._format_version: int | None = None
+
+    @property
+    def format_version(self) -> int:
+        """The store's format version (from genview.json; a store not yet written is the current one)."""
+        if self._format_version is None:
+            path = self.path(layout.SPEC_FILE)
+            if self.fs.exists(path):
+                self._format_version = int(json.loads(self.fs.cat_file(path)).get("format_version", 1))
+            else:
+                return layout.FORMAT_VERSION
+        return self._format_version
 
     # -- paths ---------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -70,6 +86,7 @@ class Store:
         """Write genview.json (format version, the full spec, and run facts such as versions)."""
         from genview import __version__
 
+        self._format_version = layout.FORMAT_VERSION
         header = {
             "format": layout.FORMAT_NAME,
             "format_version": layout.FORMAT_VERSION,
@@ -83,10 +100,11 @@ class Store:
 
     def clear(self) -> None:
         """Delete every store part (for --overwrite); other files in the folder are left alone."""
-        for name in (layout.SPEC_FILE, layout.SOURCES_FILE, layout.SHARDS_DIR, layout.MANIFEST_DIR):
+        for name in (layout.SPEC_FILE, layout.SOURCES_FILE, *_SHARD_DIRS):
             path = self.path(name)
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
+        self._format_version = None
 
     # -- sources ---------------------------------------------------------------------------
     def write_sources(self, table: pa.Table) -> None:
@@ -107,51 +125,62 @@ class Store:
 
     # -- shards ----------------------------------------------------------------------------
     def prepare_dirs(self) -> None:
-        """Create the store folder with shards/ and manifest/ (a no-op on object stores)."""
+        """Create the store folder with shards/, manifest/ and stats/ (a no-op on object stores)."""
         self.fs.makedirs(self.root, exist_ok=True)
-        for name in (layout.SHARDS_DIR, layout.MANIFEST_DIR):
+        for name in _SHARD_DIRS:
             self.fs.makedirs(self.path(name), exist_ok=True)
 
     def refresh(self) -> None:
-        """Forget cached listings of shards/ and manifest/: other processes (workers) write there too."""
-        for name in (layout.SHARDS_DIR, layout.MANIFEST_DIR):
+        """Forget cached listings of the shard folders: other processes (workers) write there too."""
+        for name in _SHARD_DIRS:
             self.fs.invalidate_cache(self.path(name))
+
+    def marker_path(self, shard: int) -> str:
+        """Path of a shard's done marker in this store's format version."""
+        return layout.shard_done(self.root, shard, self.format_version)
 
     def done_shards(self) -> set[int]:
         """Return the shards whose done marker exists."""
-        manifest_dir = self.path(layout.MANIFEST_DIR)
+        version = self.format_version
+        markers = self.path(layout.markers_dir(version))
         self.refresh()
-        if not self.fs.exists(manifest_dir):
+        if not self.fs.exists(markers):
             return set()
         done = set()
-        for path in self.fs.ls(manifest_dir, detail=False):
-            stem, ext = posixpath.splitext(posixpath.basename(path))
-            if ext == ".json" and stem.startswith("_") and stem[1:].isdigit():
-                done.add(int(stem[1:]))
+        for path in self.fs.ls(markers, detail=False):
+            shard = layout.marker_shard(posixpath.basename(path), version)
+            if shard is not None:
+                done.add(shard)
         return done
 
     def read_stats(self, shard: int) -> dict[str, Any]:
         """Return a done shard's stats json."""
-        return json.loads(self.fs.cat_file(layout.shard_done(self.root, shard)))
+        return json.loads(self.fs.cat_file(self.marker_path(shard)))
 
     def leftovers(self, shard: int | None = None) -> list[str]:
-        """Return temporary files left by interrupted writes (optionally of one shard only)."""
+        """Return temporary files left by interrupted writes (optionally of one shard only).
+
+        Temp names are `.<final name>.<hex>.tmp`; a v1 marker's final name starts with `_`, so
+        that prefix is ignored when matching a shard.
+        """
         found = []
         self.refresh()
-        for name in (layout.SHARDS_DIR, layout.MANIFEST_DIR):
+        for name in _SHARD_DIRS:
             directory = self.path(name)
             if not self.fs.exists(directory):
                 continue
             for path in self.fs.ls(directory, detail=False):
                 base = posixpath.basename(path)
                 if base.startswith(".") and base.endswith(".tmp"):
-                    if shard is None or base.startswith("." + layout.shard_name(shard) + "."):
+                    if shard is None or base[1:].lstrip("_").startswith(layout.shard_name(shard) + "."):
                         found.append(path)
         return found
 
     def reset_shard(self, shard: int) -> None:
-        """Remove every trace of an unfinished shard so it can be redone from scratch."""
-        paths = [layout.shard_tar(self.root, shard), layout.shard_manifest(self.root, shard)]
+        """Remove every trace of a shard (tar, manifest, marker, temp files) so it is redone from scratch."""
+        # The marker goes first: a crash half-way through leaves a shard that is not done, never a
+        # marker that vouches for a missing tar.
+        paths = [self.marker_path(shard), layout.shard_tar(self.root, shard), layout.shard_manifest(self.root, shard)]
         for path in paths + self.leftovers(shard):
             if self.fs.exists(path):
                 self.fs.rm(path)

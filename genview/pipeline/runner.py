@@ -11,9 +11,12 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
+from genview.datastore import layout
+from genview.datastore.fs import canonical_url
 from genview.datastore.pairing import choose_secondaries
-from genview.datastore.sources import assign_shards, list_sources
+from genview.datastore.sources import assign_shards, listing_digest, scan_sources
 from genview.datastore.store import Store, StoreError, spec_differences
+from genview.datastore.verify import quick_check_shard, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.generator.registry import get_generator_class
 from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
@@ -44,15 +47,20 @@ class JobSummary:
     views: int
     seconds: float
     random_weights: bool
+    views_run: int = 0  # views made by this run (the others were already done)
+    skipped_files: int = 0  # files in the source folder that are not images (not sources)
     device_busy: float | None = None  # fraction of shard time the device had work (engine stats of the done shards)
     bottleneck: str | None = None  # the stage most shards named as their limit
 
     def __str__(self) -> str:
-        rate = self.views / self.seconds if self.seconds > 0 else 0.0
-        text = (
-            f"{self.out}: {self.ok} sources -> {self.views} views, {self.failed} failed sources "
-            f"({self.shards} shards, {self.shards_run} run now, {self.seconds:.1f} s, {rate:.1f} views/s)"
-        )
+        text = f"{self.out}: {self.ok} sources -> {self.views} views, {self.failed} failed sources ({self.shards} shards"
+        if self.shards_run == 0:
+            text += "; all were already done, nothing to run)"
+        else:
+            rate = self.views_run / self.seconds if self.seconds > 0 else 0.0
+            text += f", {self.shards_run} run now: {self.views_run} views in {self.seconds:.1f} s, {rate:.1f} views/s)"
+        if self.skipped_files:
+            text += f"\n{self.skipped_files} file(s) in the source were skipped as not images (listed in genview.json)"
         if self.device_busy is not None:
             text += f"\ndevice busy {self.device_busy:.0%} of shard time; bottleneck: {self.bottleneck}"
         if self.random_weights:
@@ -108,6 +116,7 @@ def make_backend(spec: GenerateSpec, generator: ViewGenerator | None = None) -> 
 def store_identity(spec: GenerateSpec, generator: ViewGenerator | ModelDescription) -> dict[str, Any]:
     """Return the spec as recorded in genview.json: identity fields plus the model's resolved settings."""
     identity = {name: getattr(spec, name) for name in IDENTITY_FIELDS}
+    identity["source"] = canonical_url(spec.source)
     identity["alphas"] = resolved_alphas(spec, generator)
     identity.update(
         weights=generator.weights.to_dict(),
@@ -126,26 +135,14 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool = False) -> tuple[Store, Any]:
-    """Create the store or reopen it for resume; refuse a store made with a different spec."""
-    store = Store(spec.out)
-    if overwrite:
-        store.clear()
-    store.prepare_dirs()
-    if store.exists():
-        recorded = store.spec
-        diff = spec_differences(_comparable(recorded), _comparable(identity))
-        if diff:
-            raise StoreError(
-                f"{spec.out} already holds a store made with a different spec:\n"
-                + "\n".join(diff)
-                + "\nrerun with the same settings to resume it, or pass --overwrite to start over"
-            )
-        try:
-            return store, store.read_sources()
-        except FileNotFoundError:
-            pass  # killed between header and listing: list again below
-    sources = assign_shards(list_sources(spec.source), spec.shard_size)
+#: How many skipped (non-image) file names genview.json lists; the count is always exact.
+SKIPPED_LISTED = 100
+
+
+def _plan(spec: GenerateSpec) -> tuple[pa.Table, dict[str, Any]]:
+    """List the source and freeze the plan: seeded shard assignment (+ secondaries); header facts."""
+    listing = scan_sources(spec.source)
+    sources = assign_shards(listing.table, spec.shard_size, seed=spec.seed)
     if spec.interpolate:
         # Frozen with the listing, so every rerun and worker pairs the same way. Several candidates,
         # so that a primary whose first partner cannot be decoded still gets views.
@@ -153,8 +150,57 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
                  for attempt in range(SECONDARY_CANDIDATES)]
         candidates = [list(dict.fromkeys(int(d[i]) for d in draws)) for i in range(sources.num_rows)]
         sources = sources.append_column("secondary_candidates", pa.array(candidates, pa.list_(pa.int64())))
+    num_shards = int(max(sources.column("shard").to_pylist())) + 1
+    facts = {
+        "listing": listing.digest,
+        "skipped_files": {"count": len(listing.skipped), "first": listing.skipped[:SKIPPED_LISTED]},
+        "num_shards": num_shards,
+        "shard_pattern": layout.relative_shard_pattern(num_shards),
+    }
+    return sources, facts
+
+
+def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool = False) -> tuple[Store, Any]:
+    """Create the store or reopen it for resume; refuse a store made with a different spec or listing."""
+    store = Store(spec.out)
+    if overwrite:
+        store.clear()
+    if store.exists():
+        header = store.read_header()
+        if header.get("format_version", 1) < layout.FORMAT_VERSION:
+            raise StoreError(
+                f"{spec.out} is a format v{header.get('format_version', 1)} store; this genview writes "
+                f"v{layout.FORMAT_VERSION} and cannot add shards to it. It stays readable; to regenerate, "
+                "pass --overwrite or choose another --out"
+            )
+        diff = spec_differences(_comparable(header["spec"]), _comparable(identity))
+        if diff:
+            raise StoreError(
+                f"{spec.out} already holds a store made with a different spec:\n"
+                + "\n".join(diff)
+                + "\nrerun with the same settings to resume it, or pass --overwrite to start over"
+            )
+        store.prepare_dirs()
+        try:
+            return store, store.read_sources()
+        except FileNotFoundError:
+            pass  # killed between header and listing, or the listing was deleted: list again
+        sources, _ = _plan(spec)
+        recorded = header.get("listing")
+        now = listing_digest(sources)
+        if recorded is None or recorded != now:
+            raise StoreError(
+                f"{spec.out} has lost its sources.parquet and the source now lists differently "
+                f"({now['count']} images now, {recorded['count'] if recorded else 'unknown'} when the store was "
+                "made): its done shards no longer match the source. Restore sources.parquet, or pass --overwrite "
+                "to start over"
+            )
+        store.write_sources(sources)
+        return store, sources
+    store.prepare_dirs()
+    sources, facts = _plan(spec)
     store.write_sources(sources)
-    store.write_header(identity, extra={"random_weights": identity["weights"]["random_init"]})
+    store.write_header(identity, extra={"random_weights": identity["weights"]["random_init"], **facts})
     return store, sources
 
 
@@ -166,20 +212,24 @@ def generate(
     progress: bool = True,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
     backend: Backend | None = None,
+    check_hashes: bool = False,
 ) -> JobSummary:
     """Run a generation job: every shard without a done marker is (re)made; done ones are kept.
 
+    A done shard is kept only if it passes a cheap check against its marker (tar size and member
+    count; with `check_hashes`, its sha256 too): a damaged one is redone, never counted as done.
     The backend runs the shards (default: in this process with `generator`).
     """
     backend = backend or make_backend(spec, generator)
     try:
-        return _generate(spec, backend, overwrite=overwrite, progress=progress, on_shard=on_shard)
+        return _generate(spec, backend, overwrite=overwrite, progress=progress, on_shard=on_shard,
+                         check_hashes=check_hashes)
     finally:
         backend.close()
 
 
 def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress: bool,
-              on_shard: Callable[[dict[str, Any]], None] | None) -> JobSummary:
+              on_shard: Callable[[dict[str, Any]], None] | None, check_hashes: bool) -> JobSummary:
     """Plan and run a job on a backend; see `generate`."""
     # The model as the workers run it (on Ray: described by a worker on its device; this process
     # never builds one), so genview.json records exactly what made the views.
@@ -197,18 +247,28 @@ def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress
     records = sources.to_pylist()
     if spec.interpolate:
         uri_of = {record["source_id"]: record["uri"] for record in records}
+        raw_of = {record["source_id"]: record.get("uri_bytes") for record in records}
         for record in records:
             record["secondary_uris"] = [uri_of[sid] for sid in record["secondary_candidates"]]
+            if "uri_bytes" in sources.column_names:
+                record["secondary_uri_bytes"] = [raw_of[sid] for sid in record["secondary_candidates"]]
     by_shard: dict[int, list[dict[str, Any]]] = {}
     for record in records:
         by_shard.setdefault(record["shard"], []).append(record)
     done = store.done_shards()
+    for shard in sorted(done & set(by_shard)):
+        problems = quick_check_shard(store, shard, check_hashes=check_hashes)
+        if problems:
+            print(f"genview: redoing a damaged shard: {problems[0]}", file=sys.stderr)
+            store.reset_shard(shard)
+            done.discard(shard)
     todo = {shard: rows for shard, rows in by_shard.items() if shard not in done}
     settings = ViewSettings(
         model=spec.model, k=spec.k, seed=spec.seed, batch_size=spec.batch_size, best_of=spec.best_of,
         format=spec.format, quality=spec.quality, view_size=spec.view_size,
         alphas=resolved_alphas(spec, generator), interpolation=spec.interpolation,
-        store_embeddings=spec.store_embeddings, exact=spec.exact,
+        store_embeddings=spec.store_embeddings, source_copy=spec.source_copy, source_size=spec.source_size,
+        exact=spec.exact,
     )
     already = sum(len(rows) for shard, rows in by_shard.items() if shard in done)
     start = time.perf_counter()
@@ -217,13 +277,14 @@ def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress
         backend.run(ShardPlan(store=store, spec=spec, settings=settings, shards=todo), job_progress)
     finally:
         job_progress.close()
-    return summarize(store, shards_run=len(todo), seconds=time.perf_counter() - start)
+    return summarize(store, shards_run=set(todo), seconds=time.perf_counter() - start)
 
 
-def summarize(store: Store, shards_run: int = 0, seconds: float = 0.0) -> JobSummary:
-    """Total the done markers of a store."""
+def summarize(store: Store, shards_run: set[int] | None = None, seconds: float = 0.0) -> JobSummary:
+    """Total the done markers of a store (and the views of the shards this run made)."""
     header = store.read_header()
     totals = {"sources": 0, "ok": 0, "failed": 0, "views": 0}
+    views_run = 0
     done = store.done_shards()
     busy = shard_seconds = 0.0
     bottlenecks: collections.Counter = collections.Counter()
@@ -231,6 +292,8 @@ def summarize(store: Store, shards_run: int = 0, seconds: float = 0.0) -> JobSum
         stats = store.read_stats(shard)
         for name in totals:
             totals[name] += int(stats.get(name, 0))
+        if shards_run and shard in shards_run:
+            views_run += int(stats.get("views", 0))
         if "device_busy_seconds" in stats:  # done markers written by the staged engine
             busy += float(stats["device_busy_seconds"])
             shard_seconds += float(stats.get("seconds") or 0.0)
@@ -240,8 +303,47 @@ def summarize(store: Store, shards_run: int = 0, seconds: float = 0.0) -> JobSum
         bottleneck=bottlenecks.most_common(1)[0][0] if bottlenecks else None,
         out=store.url,
         shards=len(done),
-        shards_run=shards_run,
+        shards_run=len(shards_run or ()),
         seconds=seconds,
         random_weights=bool(header.get("random_weights")),
+        views_run=views_run,
+        skipped_files=int((header.get("skipped_files") or {}).get("count", 0)),
         **totals,
     )
+
+
+#: Recorded spec fields that are GenerateSpec fields as they are (the rest: weights, params).
+_REPLAYED_FIELDS = (
+    "source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of", "store_embeddings",
+    "interpolate", "alphas", "pair_across", "interpolation", "source_copy", "source_size",
+)
+
+
+def spec_from_store(url: str, weights: str | None = None, **overrides: Any) -> GenerateSpec:
+    """Rebuild the GenerateSpec a store was made with, from its genview.json (to repair or finish it).
+
+    The weights are found where the store recorded them unless `weights` says where they are now.
+    """
+    recorded = Store(url).spec
+    fields = {name: recorded[name] for name in _REPLAYED_FIELDS if name in recorded}
+    if not recorded.get("interpolate"):
+        fields.pop("alphas", None)
+        fields.pop("pair_across", None)
+    fields.update(out=url, weights=weights or (recorded.get("weights") or {}).get("id"),
+                  params=dict(recorded.get("params") or {}), **overrides)
+    return GenerateSpec(**fields)
+
+
+def repair(url: str, weights: str | None = None, progress: bool = True, **overrides: Any) -> tuple[list[int], JobSummary]:
+    """Verify a store fully (sha256 included), remove its damaged shards and temp files, and redo them.
+
+    Returns the shards that were redone and the job summary.
+    """
+    store = Store(url)
+    report = verify_store(url, require_complete=False)
+    for shard in report.damaged:
+        store.reset_shard(shard)  # marker first: the shard is simply not done any more
+    for path in store.leftovers():
+        store.fs.rm(path)
+    spec = spec_from_store(url, weights=weights, **overrides)
+    return report.damaged, generate(spec, progress=progress)

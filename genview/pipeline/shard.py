@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import posixpath
+import os
 import time
 from concurrent.futures import Executor
 from typing import Any, Callable
@@ -27,6 +27,7 @@ from genview.generator.base import ViewGenerator
 from genview.pipeline.decode import DecodeError, decode_image
 from genview.pipeline.encode import FORMATS, encode_pixels
 from genview.pipeline.engine import StageClock, pool_width, run_stages
+from genview.pipeline.source_copy import SourceCopy
 
 #: Sources are decoded at least this large (short side) before the encoder crops them to 224.
 DECODE_MIN_SIDE = 256
@@ -48,6 +49,13 @@ class ViewSettings:
     interpolation: str = "slerp"
     store_embeddings: bool = False  # keep each source's condition embedding in its sample (KEY.emb.npy)
     exact: bool = False  # run every forward row by row: byte-identical views whatever the batch (slower)
+    source_copy: str = "jpg"  # how the source is kept: jpg/png as the generator saw it, original, none
+    source_size: int | None = None  # short side of the stored source copy (jpg/png)
+
+    @property
+    def copy(self) -> SourceCopy:
+        """The source-member settings."""
+        return SourceCopy(self.source_copy, self.source_size, self.quality)
 
     def alpha(self, view: int) -> float | None:
         """The interpolation ratio of view `view` (None without interpolation)."""
@@ -61,6 +69,7 @@ class SourceItem:
     record: dict[str, Any]  # its sources.parquet row
     data: bytes | None = None
     image: Any = None  # PIL image once decoded
+    source_member: tuple[str, bytes] | None = None  # (extension, bytes) of the KEY.src.* member
     error: str | None = None
     embedding: torch.Tensor | None = None  # [D], on the model's device
     secondary: "SourceItem | None" = None  # the paired source, for interpolated views
@@ -76,8 +85,14 @@ class SourceItem:
         return self.error is None
 
 
-def _read_bytes(uri: str, cache: dict[str, Any]) -> bytes:
-    """Read a source's bytes through fsspec, reusing one filesystem object per protocol."""
+def _read_bytes(uri: str, cache: dict[str, Any], raw_path: bytes | None = None) -> bytes:
+    """Read a source's bytes through fsspec, reusing one filesystem object per protocol.
+
+    `raw_path` is the exact local path of a file whose name is not UTF-8 (sources' `uri_bytes`).
+    """
+    if raw_path is not None:
+        with open(os.fsdecode(raw_path), "rb") as fh:
+            return fh.read()
     protocol = uri.split("://", 1)[0] if "://" in uri else "file"
     if protocol not in cache:
         cache[protocol] = open_url(uri)[0]
@@ -85,13 +100,18 @@ def _read_bytes(uri: str, cache: dict[str, Any]) -> bytes:
     return fs.cat_file(fs._strip_protocol(uri))
 
 
-def load_and_decode(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceItem:
-    """Read and decode one source (and its secondary, if paired); failures become item.error."""
-    item = _load_one(record, fs_cache)
+def load_and_decode(record: dict[str, Any], fs_cache: dict[str, Any], copy: SourceCopy | None = None) -> SourceItem:
+    """Read and decode one source (and its secondary, if paired); failures become item.error.
+
+    With `copy`, the source member is encoded here too, in the reading thread, from the image
+    the generator will see.
+    """
+    item = _load_one(record, fs_cache, copy)
     if item.ok and record.get("secondary_candidates"):
         errors = []
-        for source_id, uri in zip(record["secondary_candidates"], record["secondary_uris"]):
-            secondary = _load_one({"source_id": source_id, "uri": uri}, fs_cache)
+        raw_paths = record.get("secondary_uri_bytes") or [None] * len(record["secondary_uris"])
+        for source_id, uri, raw in zip(record["secondary_candidates"], record["secondary_uris"], raw_paths):
+            secondary = _load_one({"source_id": source_id, "uri": uri, "uri_bytes": raw}, fs_cache, copy)
             if secondary.ok:
                 item.secondary = secondary
                 break
@@ -101,11 +121,11 @@ def load_and_decode(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceI
     return item
 
 
-def _load_one(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceItem:
+def _load_one(record: dict[str, Any], fs_cache: dict[str, Any], copy: SourceCopy | None = None) -> SourceItem:
     """Read and decode one image; failures become item.error instead of exceptions."""
     item = SourceItem(record=record)
     try:
-        item.data = _read_bytes(record["uri"], fs_cache)
+        item.data = _read_bytes(record["uri"], fs_cache, record.get("uri_bytes"))
     except (OSError, ValueError) as exc:
         item.error = f"cannot read: {exc}"
         return item
@@ -113,6 +133,11 @@ def _load_one(record: dict[str, Any], fs_cache: dict[str, Any]) -> SourceItem:
         item.image = decode_image(item.data, min_side=DECODE_MIN_SIDE)
     except DecodeError as exc:
         item.error = str(exc)
+        return item
+    if copy is not None:
+        item.source_member = copy.member(item.image, item.data, record["uri"])
+        if copy.mode != "original":
+            item.data = None  # the original bytes are not stored: free them now
     return item
 
 
@@ -123,10 +148,6 @@ def encode_item(item: SourceItem, settings: ViewSettings) -> SourceItem:
     return item
 
 
-def source_extension(uri: str) -> str:
-    """Return the lower-case extension of a source, used for its `src.<ext>` member."""
-    ext = posixpath.splitext(uri)[1].lower().lstrip(".")
-    return ext or "bin"
 
 
 def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, Any]) -> tuple[str, dict[str, bytes], list[dict[str, Any]]]:
@@ -139,15 +160,21 @@ def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, A
         "source_id": rec["source_id"],
         "source_uri": rec["uri"],
         "label": rec.get("label"),
+        "label_index": rec.get("label_index"),
         "shard": rec["shard"],
         "model": settings.model,
     }
     if not item.ok:
         return key, {}, [{**base_row, "status": STATUS_FAILED, "error": item.error}]
-    members: dict[str, bytes] = {f"src.{source_extension(rec['uri'])}": item.data}
+    members: dict[str, bytes] = {}
+    if item.source_member is not None:
+        members[f"src.{item.source_member[0]}"] = item.source_member[1]
+    if rec.get("label_index") is not None:
+        members["cls"] = str(int(rec["label_index"])).encode()  # webdataset's convention for the class
     interpolated = {}
     if item.secondary is not None:
-        members[f"sec.{source_extension(item.secondary.record['uri'])}"] = item.secondary.data
+        if item.secondary.source_member is not None:
+            members[f"sec.{item.secondary.source_member[0]}"] = item.secondary.source_member[1]
         sec = item.secondary.record
         interpolated = {"secondary_id": sec["source_id"], "secondary_uri": sec["uri"]}
     rows = []
@@ -216,7 +243,8 @@ def run_shard(
     fs_cache: dict[str, Any] = {}
 
     def load(record: dict[str, Any]) -> SourceItem:
-        return clock.timed("read_decode", load_and_decode, record, fs_cache)
+        # The source member (the image as the generator saw it) is encoded here too, in the io pool.
+        return clock.timed("read_decode", load_and_decode, record, fs_cache, settings.copy)
 
     def encode(item: SourceItem) -> SourceItem:
         return clock.timed("encode", encode_item, item, settings)

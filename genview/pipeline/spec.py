@@ -11,7 +11,7 @@ from genview.generator.registry import model_names
 #: Spec fields that decide a store's content; a rerun into an existing store must agree on them.
 IDENTITY_FIELDS = (
     "source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of",
-    "interpolate", "alphas", "pair_across", "interpolation", "store_embeddings",
+    "interpolate", "alphas", "pair_across", "interpolation", "store_embeddings", "source_copy", "source_size",
 )
 
 
@@ -36,6 +36,14 @@ class GenerateSpec(BaseModel):
     best_of: int = Field(default=1, ge=1, le=64, description="candidates per view; the most similar is kept")
     params: dict[str, Any] = Field(default_factory=dict, description="model settings, e.g. truncation")
     store_embeddings: bool = Field(default=False, description="keep each source's condition embedding as KEY.emb.npy")
+    source_copy: Literal["jpg", "png", "original", "none"] = Field(
+        default="jpg",
+        description="how each source is kept in its sample: jpg/png = as the generator saw it (RGB, EXIF applied, "
+        "alpha over white) as KEY.src.jpg/png; original = the file's own bytes and extension; none = not kept",
+    )
+    source_size: int | None = Field(
+        default=None, ge=8, le=16384, description="shrink the stored source copy to this short side (jpg/png copies only)"
+    )
     interpolate: bool = Field(default=False, description="condition views on a mix of the source and a secondary source")
     alphas: list[float] | None = Field(default=None, description="interpolation ratios, cycled over the K views")
     pair_across: str | None = Field(default=None, description="take the secondary from another value of this sources column")
@@ -66,6 +74,12 @@ class GenerateSpec(BaseModel):
             raise ValueError(f"unknown model {value!r}; known models: {', '.join(model_names())}")
         return value
 
+
+    @model_validator(mode="after")
+    def _source_size_needs_a_decoded_copy(self) -> "GenerateSpec":
+        if self.source_size is not None and self.source_copy not in ("jpg", "png"):
+            raise ValueError(f"source_size applies to source_copy jpg or png, not {self.source_copy!r}")
+        return self
 
     @model_validator(mode="after")
     def _interpolation_options_need_interpolate(self) -> "GenerateSpec":

@@ -131,7 +131,7 @@ def pull_store(
     index = StoreIndex(src, storage_options)
     dest_fs, dest_root = open_store_fs(dest)
     report = PullReport(src=index.url, dest=str(dest), verified=verify)
-    for sub in (SHARDS_DIR, MANIFEST_DIR):
+    for sub in (SHARDS_DIR, MANIFEST_DIR, "stats"):
         dest_fs.makedirs(posixpath.join(dest_root, sub), exist_ok=True)
 
     dest_spec = posixpath.join(dest_root, SPEC_FILE)
@@ -148,7 +148,8 @@ def pull_store(
         stem = shard_name(entry.shard)
         dest_tar = posixpath.join(dest_root, SHARDS_DIR, stem + ".tar")
         dest_manifest = posixpath.join(dest_root, MANIFEST_DIR, stem + ".parquet")
-        dest_done = posixpath.join(dest_root, MANIFEST_DIR, posixpath.basename(entry.done_path))
+        # The marker keeps its folder (stats/ in v2, manifest/ in v1) relative to the store root.
+        dest_done = posixpath.join(dest_root, posixpath.relpath(entry.done_path, index.root))
         if dest_fs.exists(dest_done) and dest_fs.exists(dest_tar) and dest_fs.size(dest_tar) == index.fs.size(entry.path):
             report.shards_skipped.append(entry.shard)
         else:

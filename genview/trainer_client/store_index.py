@@ -23,7 +23,7 @@ SOURCES_FILE = "sources.parquet"
 SHARDS_DIR = "shards"
 MANIFEST_DIR = "manifest"
 #: Newest store format this client reads.
-SUPPORTED_FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSION = 2
 STATUS_OK = "ok"
 
 
@@ -149,9 +149,11 @@ class StoreIndex:
 
     def _list_shards(self) -> list[ShardEntry]:
         manifest_dir = self.path(MANIFEST_DIR)
+        # Format v2 keeps the done markers in stats/; v1 kept them in manifest/.
+        markers_dir = self.path("stats") if self.header["format_version"] >= 2 else manifest_dir
         markers: dict[int, str] = {}
-        if self.fs.exists(manifest_dir):
-            for path in self.fs.ls(manifest_dir, detail=False):
+        if self.fs.exists(markers_dir):
+            for path in self.fs.ls(markers_dir, detail=False):
                 stem, ext = posixpath.splitext(posixpath.basename(path))
                 stem = stem[1:] if stem.startswith("_") else stem
                 if ext == ".json" and stem.isdigit():

@@ -49,7 +49,8 @@ def test_generate_verify_inspect_preview(tmp_path, image_folder, tiny_weights, c
     import tarfile
 
     with tarfile.open(out / "shards" / "000000.tar") as tar:
-        view = Image.open(io.BytesIO(tar.extractfile("0000000000.v1.webp").read()))
+        name = next(n for n in tar.getnames() if n.endswith(".v1.webp"))
+        view = Image.open(io.BytesIO(tar.extractfile(name).read()))
     assert view.format == "WEBP" and view.size == (24, 24)
 
 

@@ -31,7 +31,7 @@ def test_commit_publishes_tar_manifest_then_marker(tmp_path):
     names = tarfile.open(tmp_path / "st/shards/000003.tar").getnames()
     assert names == ["0000000001.json", "0000000001.src.jpg", "0000000001.v0.jpg"]
     assert pq.read_table(tmp_path / "st/manifest/000003.parquet").column("source_id").to_pylist() == [1]
-    assert json.loads((tmp_path / "st/manifest/_000003.json").read_text())["tar"] == "shards/000003.tar"
+    assert json.loads((tmp_path / "st/stats/000003.json").read_text())["tar"] == "shards/000003.tar"
     sample = next(iter(wds.WebDataset(str(tmp_path / "st/shards/000003.tar"), shardshuffle=False)))
     assert sample["__key__"] == "0000000001" and sample["v0.jpg"] == b"xyz"
 

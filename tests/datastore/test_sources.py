@@ -63,9 +63,14 @@ def test_listing_errors_say_why(tmp_path, setup, message):
         list_sources(str(path))
 
 
-def test_assign_shards_runs_of_size():
+def test_assign_shards_sizes_are_runs_and_order_is_a_seeded_permutation():
     table = pa.table({"source_id": list(range(7))})
-    assert assign_shards(table, 3).column("shard").to_pylist() == [0, 0, 0, 1, 1, 1, 2]
+    planned = assign_shards(table, 3, seed=5)
+    assert planned.column("shard").to_pylist() == [0, 0, 0, 1, 1, 1, 2]  # rows in shard order
+    ids = planned.column("source_id").to_pylist()
+    assert sorted(ids) == list(range(7)) and ids != list(range(7))
+    assert assign_shards(table, 3, seed=5).equals(planned)  # frozen by the seed
+    assert assign_shards(table, 3, seed=6).column("source_id").to_pylist() != ids
     with pytest.raises(ValueError, match="--shard-size"):
         assign_shards(table, 0)
 

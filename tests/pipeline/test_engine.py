@@ -135,5 +135,7 @@ def test_best_of_with_interpolation_scores_against_the_interpolated_condition(tm
         assert row["similarity"] == pytest.approx(float(to_condition.max()), abs=1e-5)
         checked += int(to_condition.argmax()) != int(to_primary.argmax())
     assert checked, "no view where the primary and the interpolated condition pick different candidates"
-    meta = json.loads(tarfile.open(tmp_path / "s" / "shards" / "000000.tar").extractfile("0000000000.json").read())
-    assert meta["seeds"][0] == rows[0]["seed"]
+    first = rows[0]
+    with tarfile.open(tmp_path / "s" / "shards" / f"{first['shard']:06d}.tar") as tar:
+        meta = json.loads(tar.extractfile(f"{first['key']}.json").read())
+    assert meta["seeds"][first["view"]] == first["seed"]

@@ -55,7 +55,10 @@ def test_summary_counts_ok_and_failed(store, mixed_source):
 def test_store_layout_and_manifest(store):
     out, summary = store
     header = json.loads((out / "genview.json").read_text())
-    assert header["format_version"] == 1 and header["random_weights"] is True
+    assert header["format_version"] == 2 and header["random_weights"] is True
+    assert header["num_shards"] == 6 and header["shard_pattern"] == "shards/{000000..000005}.tar"
+    assert header["listing"]["count"] == 27 and len(header["listing"]["sha256"]) == 64
+    assert header["skipped_files"]["count"] == summary.skipped_files > 0
     assert header["spec"]["weights"]["random_init"] is True and len(header["spec"]["weights"]["sha256"]) == 64
     assert header["spec"]["params"]["truncation"] == 0.8
     manifest = pads.dataset(str(out / "manifest"), format="parquet").to_table()
@@ -75,7 +78,7 @@ def test_plain_webdataset_and_tar_read_the_shards(store):
     samples = list(wds.WebDataset(shards, shardshuffle=False).decode("pil"))
     assert len(samples) == summary.ok
     first = samples[0]
-    assert {f"v{j}.jpg" for j in range(K)} <= set(first) and any(k.startswith("src.") for k in first)
+    assert {f"v{j}.jpg" for j in range(K)} <= set(first) and "src.jpg" in first and "cls" in first
     assert first["v0.jpg"].size == (32, 32) or first["v0.jpg"].size[0] > 0
     meta = first["json"]
     assert len(meta["seeds"]) == K and meta["model"] == "icgan"
@@ -83,17 +86,24 @@ def test_plain_webdataset_and_tar_read_the_shards(store):
     assert f"{first['__key__']}.v0.jpg" in listing
 
 
-def test_source_bytes_are_untouched(store, mixed_source):
+def test_source_member_is_what_the_generator_saw(store, mixed_source):
+    """src.jpg is the decoded RGB image: EXIF orientation applied, alpha flattened over white."""
+    import io
+
+    from PIL import Image
+
     out, _ = store
-    src_root = mixed_source[0]
     manifest = Store(str(out)).manifest().to_pylist()
-    uri_of = {r["key"]: r["source_uri"] for r in manifest if r["status"] == "ok"}
-    with tarfile.open(out / "shards" / "000000.tar") as tar:
-        for member in tar.getmembers():
-            if ".src." in member.name:
-                key = member.name.split(".", 1)[0]
-                assert tar.extractfile(member).read() == open(uri_of[key], "rb").read()
-    assert str(src_root) in next(iter(uri_of.values()))
+    key_of = {r["source_uri"].rsplit("/", 1)[1]: r["key"] for r in manifest if r["status"] == "ok"}
+    found = {}
+    for tar_path in (out / "shards").glob("*.tar"):
+        for name, data in _members(tar_path).items():
+            found[name] = data
+    assert not [n for n in found if ".src." in n and not n.endswith(".src.jpg")]  # one extension per store
+    rotated = Image.open(io.BytesIO(found[key_of["exif_rotated.jpg"] + ".src.jpg"]))
+    assert rotated.size == (40, 80)  # stored 80x40 with orientation 6: the generator saw it upright
+    alpha = Image.open(io.BytesIO(found[key_of["alpha.png"] + ".src.jpg"])).convert("RGB")
+    assert alpha.mode == "RGB" and min(alpha.getpixel((0, 0))) > 100  # half-transparent over white, not black
 
 
 def test_verify_passes(store):
@@ -130,14 +140,14 @@ def test_rerun_skips_done_shards_and_resumes_missing(tmp_path, image_folder, tin
     out = tmp_path / "st"
     spec = spec_for(image_folder, out, tiny_weights())
     generate(spec, progress=False)
-    done_before = {p.name: p.stat().st_mtime_ns for p in (out / "manifest").glob("_*.json")}
+    done_before = {p.name: p.stat().st_mtime_ns for p in (out / "stats").glob("*.json")}
     reference = (out / "shards" / "000001.tar").read_bytes()
     # Simulate a crash that lost shard 1's done marker (its tar may be whole or not: it is redone).
-    (out / "manifest" / "_000001.json").unlink()
+    (out / "stats" / "000001.json").unlink()
     summary = generate(spec, progress=False)
     assert summary.shards_run == 1 and summary.views == 12 * K
-    after = {p.name: p.stat().st_mtime_ns for p in (out / "manifest").glob("_*.json")}
-    assert after["_000000.json"] == done_before["_000000.json"]  # untouched
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "stats").glob("*.json")}
+    assert after["000000.json"] == done_before["000000.json"]  # untouched
     assert (out / "shards" / "000001.tar").read_bytes() == reference
     assert verify_store(str(out)).ok
 
@@ -198,12 +208,13 @@ def test_store_embeddings_keeps_each_sources_condition(tmp_path, image_folder, t
     generate(spec_for(image_folder, out, tiny_weights(), store_embeddings=True), progress=False)
     assert Store(str(out)).spec["store_embeddings"] is True
     members = _members(out / "shards" / "000000.tar")
-    emb = np.load(io.BytesIO(members["0000000000.emb.npy"]))
-    meta = json.loads(members["0000000000.json"])
+    key = min(name.split(".", 1)[0] for name in members)  # shards are random samples: any key will do
+    emb = np.load(io.BytesIO(members[f"{key}.emb.npy"]))
+    meta = json.loads(members[f"{key}.json"])
     generator = get_generator_class("icgan").from_pretrained(tiny_weights())
     source = decode_image(open(meta["uri"], "rb").read(), min_side=256)
     expected = generator.embed([source])[0].numpy()
     assert emb.dtype == np.float32 and emb.shape == expected.shape
     np.testing.assert_allclose(emb, expected, atol=1e-6)
     assert verify_store(str(out)).ok
-    assert isinstance(Image.open(io.BytesIO(members["0000000000.v0.jpg"])), Image.Image)
+    assert isinstance(Image.open(io.BytesIO(members[f"{key}.v0.jpg"])), Image.Image)

@@ -33,13 +33,13 @@ def test_sigkill_mid_shard_then_resume(tmp_path, tiny_weights):
     deadline = time.monotonic() + 120
     # Kill as soon as at least one shard is done but the job is not: that is mid-job, mid-shard.
     while time.monotonic() < deadline:
-        done = list((out / "manifest").glob("_*.json")) if (out / "manifest").exists() else []
+        done = list((out / "stats").glob("*.json")) if (out / "stats").exists() else []
         if len(done) >= 1:
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_after_kill = len(list((out / "manifest").glob("_*.json")))
+    done_after_kill = len(list((out / "stats").glob("*.json")))
     assert 1 <= done_after_kill < 8, "the kill should land mid-job"
 
     # Nothing partial under a final name: every final tar reads to its end.

@@ -76,7 +76,7 @@ def test_generate_verify_inspect_resume_on_s3(s3_source, s3_bucket, tiny_weights
     before = {p: s3_fs.info(p)["LastModified"] for p in s3_fs.ls(f"{root}/shards")}
     redo_tar = f"{root}/shards/000002.tar"
     redo_bytes = s3_fs.cat_file(redo_tar)
-    s3_fs.rm(f"{root}/manifest/_000002.json")
+    s3_fs.rm(f"{root}/stats/000002.json")
     assert not verify_store(out).ok
     assert cli(generate_cmd(s3_source, out, tiny_weights())) == 0
     s3_fs = s3fs_fresh()

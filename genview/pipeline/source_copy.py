@@ -1,0 +1,53 @@
+"""The source member of a sample: the source as the generator saw it, in one format per store."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import posixpath
+
+from PIL import Image
+
+#: --source-copy values: jpg/png re-encode the decoded image; original keeps the file's bytes.
+SOURCE_COPY_MODES = ("jpg", "png", "original", "none")
+
+
+def source_extension(uri: str) -> str:
+    """Return the lower-case extension of a source file (for --source-copy original)."""
+    ext = posixpath.splitext(uri)[1].lower().lstrip(".")
+    return ext or "bin"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceCopy:
+    """How sources are kept in the store: mode (jpg|png|original|none), short side, JPEG quality.
+
+    jpg and png store the decoded image the encoder saw (RGB, EXIF orientation applied, alpha
+    flattened over white), so every outside reader sees what the generator saw and a store has
+    one fixed member name (`src.jpg`) that `to_tuple("src.jpg", ...)` can ask for.
+    """
+
+    mode: str = "jpg"
+    size: int | None = None
+    quality: int = 95
+
+    def __post_init__(self) -> None:
+        if self.mode not in SOURCE_COPY_MODES:
+            raise ValueError(f"source copy must be one of {', '.join(SOURCE_COPY_MODES)}, got {self.mode!r}")
+
+    def member(self, image: Image.Image | None, data: bytes | None, uri: str) -> tuple[str, bytes] | None:
+        """Return (extension, bytes) of the source member, or None when sources are not kept."""
+        if self.mode == "none":
+            return None
+        if self.mode == "original":
+            return source_extension(uri), data
+        img = image
+        if self.size and min(img.size) > self.size:
+            scale = self.size / min(img.size)
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+        buffer = io.BytesIO()
+        if self.mode == "png":
+            img.save(buffer, format="PNG")
+        else:
+            img.save(buffer, format="JPEG", quality=self.quality)
+        return self.mode, buffer.getvalue()
