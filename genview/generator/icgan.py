@@ -445,7 +445,12 @@ class _ICGANBase(ViewGenerator):
             return torch.empty(0, 3, cfg.resolution, cfg.resolution, dtype=torch.uint8, device=self._device)
         with torch.no_grad():
             feats = embeddings.to(self._device, torch.float32)
-            z = z.to(self._device)
+            if self._device.type == "cuda":
+                # From pinned memory the upload is asynchronous: it does not wait for the previous
+                # batch's kernels, so the engine can queue this batch while that one runs.
+                z = z.pin_memory().to(self._device, non_blocking=True)
+            else:
+                z = z.to(self._device)
             if label_tensor is not None:
                 label_tensor = label_tensor.to(self._device)
             with self._autocast():
