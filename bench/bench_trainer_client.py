@@ -122,10 +122,11 @@ def main() -> None:
             .map(lambda s: {"image": transform(decode(s["src.jpg"])), "key": s["__key__"]})
         )
         pipelines = {
-            "genview client": DataLoader(client, **loader_kw),
+            # ds.loader: workers hand out whole batches, so len(loader) is exact (plain DataLoader otherwise).
+            "genview client": client.loader(**loader_kw),
             "ImageFolder (loose files)": DataLoader(folder, shuffle=True, **loader_kw),
             "bare webdataset": DataLoader(bare, **loader_kw),
-            "genview client, pair mode": DataLoader(pairs, **loader_kw),
+            "genview client, pair mode": pairs.loader(**loader_kw),
         }
         best = dict.fromkeys(pipelines, 0.0)
         for _ in range(args.rounds):

@@ -7,8 +7,8 @@ Runs on CPU in well under a minute on a small store with a tiny ResNet:
 The default strategy is the seed's best, "Generative & Standard" (Table 3); on a 32-px toy store
 its 0.08-scale crops and strong colour jitter leave too little to learn in a few epochs, so a quick
 demo uses "generative_crop" (Table 3's "Generative & Random Crop"). Swap the policy to try the
-seed's other settings, e.g. PairPolicy(p=0.5, both=True) (Table 11, "Both Views"). For DDP, build the dataset with
-even_ranks="pad" after init_process_group; nothing else changes.
+seed's other settings, e.g. PairPolicy(p=0.5, both=True) (Table 11, "Both Views"). For DDP, build the dataset
+after init_process_group; nothing else changes (every rank gets the same number of batches by default).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import time
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from torchvision.models.resnet import BasicBlock
 
 from genview.trainer_client import GenViewDataset, PairPolicy, nt_xent_loss
@@ -59,7 +58,8 @@ def train(
     """Train SimCLR on the store; return the mean loss of each epoch."""
     torch.manual_seed(seed)
     dataset = GenViewDataset(store, PairPolicy(p=p, strategy=strategy, preset="simclr", crop_size=crop_size), seed=seed, shuffle_buffer=64)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=True)
+    # dataset.loader: workers hand out whole batches, so drop_last drops at most one partial batch.
+    loader = dataset.loader(batch_size, num_workers=num_workers, drop_last=True)
     model = TinyResNet()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = []

@@ -64,12 +64,12 @@ def add_parsers(sub, formatter) -> None:
                        description="Run the genview job service: submit `genview generate` jobs over HTTP, "
                        "follow their progress, cancel them. Models run in worker processes, never in the server.",
                        epilog=SERVE_EPILOG, formatter_class=formatter)
-    p.add_argument("--host", help="interface to bind (default 127.0.0.1, or GENVIEW_HOST)")
-    p.add_argument("--port", type=int, help="TCP port (default 8000, or GENVIEW_PORT)")
+    p.add_argument("--host", help="interface to bind (default: GENVIEW_HOST or the settings file, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default: GENVIEW_PORT or the settings file, else 8000)")
     p.add_argument("--settings", help="TOML settings file (or GENVIEW_SETTINGS_FILE)")
     p.add_argument("--database-url", help="SQLAlchemy URL of the job database, e.g. postgresql+psycopg://... (or GENVIEW_DATABASE_URL)")
     p.add_argument("--no-auth", action="store_true", help="no bearer tokens: for local use on a loopback host only")
-    p.add_argument("--log-level", help="uvicorn log level (default info)")
+    p.add_argument("--log-level", help="uvicorn log level (default: the settings file, else info)")
     p.set_defaults(handler=run_serve)
 
     p = sub.add_parser("submit", help="submit a generate job to a genview service",

@@ -6,11 +6,6 @@ import argparse
 from pathlib import Path
 
 from genview.cli.models import init_random_model
-from genview.datastore.inspect import format_summary, inspect_store
-from genview.datastore.preview import preview_grid
-from genview.datastore.verify import verify_store
-from genview.pipeline import GenerateSpec, generate
-from genview.synthetic_data import make_image_folder
 
 
 def add_parsers(sub, formatter) -> None:
@@ -33,6 +28,12 @@ def add_parsers(sub, formatter) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `genview demo`."""
+    from genview.datastore.inspect import format_summary, inspect_store
+    from genview.datastore.preview import preview_grid
+    from genview.datastore.verify import verify_store
+    from genview.pipeline import GenerateSpec, generate
+    from genview.synthetic_data import make_image_folder
+
     root = Path(args.dir)
     images = root / "images"
     if not images.exists():

@@ -7,10 +7,9 @@ import json
 import posixpath
 import sys
 
-from pydantic import ValidationError
-
+# Only light imports at module level: `genview --help` builds every verb's parser. The pipeline
+# (torch) is imported by the handler.
 from genview.generator.registry import model_names
-from genview.pipeline import GenerateSpec, generate
 
 EPILOG = """\
 examples:
@@ -73,7 +72,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--format", choices=["jpg", "webp", "png"], default="jpg", help="view image format")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
     p.add_argument("--best-of", type=int, default=1, help="draw N candidates per view and keep the one most similar to the source")
-    p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default 0.8 icgan, 1.0 cc-icgan, per DA IC-GAN)")
+    p.add_argument("--truncation", type=float, help="IC-GAN truncation sigma (default: 0.8 for icgan, 1.0 for cc-icgan, per DA IC-GAN)")
     p.add_argument("--store-embeddings", action="store_true",
                    help="keep each source's condition embedding in its sample as KEY.emb.npy (float32, numpy format)")
     p.add_argument("--source-copy", choices=["jpg", "png", "original", "none"], default="jpg",
@@ -113,6 +112,10 @@ def add_parsers(sub, formatter) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `genview generate`."""
+    from pydantic import ValidationError
+
+    from genview.pipeline import GenerateSpec, generate
+
     params = dict(args.param)
     if args.truncation is not None:
         params["truncation"] = args.truncation

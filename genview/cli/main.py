@@ -1,4 +1,9 @@
-"""`genview` command line: a thin layer over the Python API (genview.pipeline, genview.datastore, ...)."""
+"""`genview` command line: a thin layer over the Python API (genview.pipeline, genview.datastore, ...).
+
+Building the parser imports only the verb modules, which import nothing heavy at module level:
+each handler imports what it runs. So `genview --help`, `--version` and the service client verbs
+answer at once and work without torch installed.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,27 @@ from genview.cli import api_commands, bench, demo, generate, models, store_comma
 VERB_MODULES = (generate, store_commands, models, train, demo, api_commands, bench)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the epilog's line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the epilog's line breaks, and state each option's default once.
+
+    One rule: an option with a real default gets "(default: X)" appended, unless its text already
+    says its default; flags (store_true / store_false) and options whose default is None (computed,
+    or taken from the environment) get nothing appended: their text says what happens without them.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()  # the text already says what the default is
+            or action.nargs == 0  # flags: their meaning is the text itself
+            or default is None
+            or default is argparse.SUPPRESS
+            or default == []
+            or not (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except ModuleNotFoundError as exc:
+        # Handlers import their stack lazily: a verb that runs models says what is missing, no traceback.
+        print(f"genview {args.verb}: error: {exc}; this command needs genview's model dependencies "
+              "(torch, ...) installed", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: done shards are kept; rerun the same command to resume", file=sys.stderr)
         return 130
@@ -47,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         # Point stdout at /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # what a shell reports for a process ended by SIGPIPE
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # Expected user-facing failures (bad spec, missing weights, store mismatch): no traceback.
+        print(f"genview {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
     except PermissionError as exc:
         print(f"genview {args.verb}: error: cannot write {exc.filename or ''}: permission denied "
               "(is the store read-only? choose another --out)", file=sys.stderr)
@@ -55,10 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC):
             raise
         print(f"genview {args.verb}: error: {exc.strerror}: {exc.filename or ''}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # Expected user-facing failures (bad spec, missing weights, store mismatch): no traceback.
-        print(f"genview {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 
 

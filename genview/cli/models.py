@@ -6,8 +6,7 @@ import argparse
 import json
 
 from genview.cli.generate import parse_param
-from genview.generator.base import write_random_marker
-from genview.generator.registry import get_generator_class, model_names
+from genview.generator.registry import model_names
 
 
 def add_parsers(sub, formatter) -> None:
@@ -62,6 +61,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 def init_random_model(name: str, preset: str, out: str, seed: int = 0) -> None:
     """Write a random-weight model of `preset` to `out` and mark the folder as random."""
+    from genview.generator.base import write_random_marker
+    from genview.generator.registry import get_generator_class
+
     cls = get_generator_class(name)
     model = cls.from_preset(preset, seed=seed)
     model.save_pretrained(out)

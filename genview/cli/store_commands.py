@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from genview.datastore.inspect import format_summary, inspect_store
-from genview.datastore.preview import preview_grid
-from genview.datastore.verify import verify_store
-
 
 def add_parsers(sub, formatter) -> None:
     """Add the store verbs."""
@@ -22,6 +18,9 @@ def add_parsers(sub, formatter) -> None:
     )
     p.add_argument("store", help="store folder or URL")
     p.add_argument("--decode", action="store_true", help="also decode every view image (slower)")
+    p.add_argument("--no-sha256", action="store_true",
+                   help="skip comparing each tar's sha256 with its done marker (then only tar headers are read: faster, "
+                   "but a flipped byte inside a member goes unseen)")
     p.add_argument("--allow-incomplete", action="store_true", help="do not count unfinished shards as problems")
     p.add_argument("--repair", action="store_true",
                    help="remove every damaged shard and leftover temporary file, then regenerate what is missing "
@@ -56,6 +55,9 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--cell", type=int, default=128, help="thumbnail side in pixels")
     p.add_argument("--order", choices=["first", "worst", "best"], default="first", help="which sources: first by id, or by their least similar view")
     p.add_argument("--label", help="only sources with this label")
+    p.add_argument("--font", metavar="TTF",
+                   help="TrueType font for the captions (default: Noto or DejaVu Sans when installed); characters "
+                   "the font cannot draw are written as \\uXXXX instead of boxes")
     p.set_defaults(handler=run_preview)
 
     p = sub.add_parser(
@@ -74,6 +76,8 @@ def add_parsers(sub, formatter) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Run `genview verify`; exit code 1 when problems are found (after --repair: when any remain)."""
+    from genview.datastore.verify import verify_store
+
     if args.repair:
         from genview.pipeline.runner import repair
 
@@ -81,13 +85,15 @@ def run_verify(args: argparse.Namespace) -> int:
         redone, summary = repair(args.store, weights=args.weights, **overrides)
         print(f"repair: {len(redone)} damaged shard(s) redone" + (f": {', '.join(map(str, redone))}" if redone else ""))
         print(summary)
-    report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete)
+    report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete, sha256=not args.no_sha256)
     print(report)
     return 0 if report.ok else 1
 
 
 def run_inspect(args: argparse.Namespace) -> int:
     """Run `genview inspect`."""
+    from genview.datastore.inspect import format_summary, inspect_store
+
     summary = inspect_store(args.store, worst=args.worst)
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
@@ -95,7 +101,10 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def run_preview(args: argparse.Namespace) -> int:
     """Run `genview preview`."""
-    grid = preview_grid(args.store, rows=args.rows, views=args.views, cell=args.cell, order=args.order, label=args.label)
+    from genview.datastore.preview import preview_grid
+
+    grid = preview_grid(args.store, rows=args.rows, views=args.views, cell=args.cell, order=args.order, label=args.label,
+                        font=args.font)
     grid.save(args.out)
     print(f"wrote {args.out} ({grid.width}x{grid.height})")
     return 0

@@ -2,16 +2,57 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 from typing import Literal
 
 import pyarrow.compute as pc
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from genview.datastore import layout
 from genview.datastore.manifest import STATUS_OK
 from genview.datastore.reader import read_samples
 from genview.datastore.store import Store
+
+
+#: TrueType fonts with wide Unicode coverage, tried in order (Debian's paths); Pillow's own font last.
+LABEL_FONTS = (
+    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+)
+#: A private-use code point no font draws: its glyph is the font's "missing" box.
+_MISSING = "\ue000"
+
+
+@functools.lru_cache(maxsize=8)
+def label_font(path: str | None = None, size: int = 11) -> ImageFont.ImageFont:
+    """The font labels are drawn in: `path`, else the first wide-coverage system font, else Pillow's."""
+    for candidate in ([path] if path else []) + list(LABEL_FONTS):
+        if candidate and os.path.exists(candidate):
+            return ImageFont.truetype(candidate, size)
+    return ImageFont.load_default(size)
+
+
+def _glyph(ch: str, font: ImageFont.ImageFont) -> bytes:
+    """The pixels of one character drawn in `font` (to compare against the missing-glyph box)."""
+    canvas = Image.new("L", (32, 32))
+    ImageDraw.Draw(canvas).text((4, 4), ch, font=font, fill=255)
+    return canvas.tobytes()
+
+
+def drawable_text(text: str, font: ImageFont.ImageFont) -> str:
+    """Replace characters the font has no glyph for by \\uXXXX, so a label never turns into boxes."""
+    missing = _glyph(_MISSING, font)
+    out = []
+    for ch in text:
+        if ch.isascii() or ch.isspace() or _glyph(ch, font) != missing:
+            out.append(ch)
+        else:
+            out.append(ch.encode("ascii", "backslashreplace").decode("ascii"))
+    return "".join(out)
 
 
 def _thumbnail(data: bytes, cell: int) -> Image.Image:
@@ -30,6 +71,7 @@ def preview_grid(
     cell: int = 128,
     order: Literal["first", "worst", "best"] = "first",
     label: str | None = None,
+    font: str | None = None,
 ) -> Image.Image:
     """Return a grid image: one row per source, its original first, then its views with similarity."""
     store = Store(url)
@@ -59,15 +101,18 @@ def preview_grid(
     text_h = 14
     grid = Image.new("RGB", ((n_views + 1) * cell, len(ids) * (cell + text_h)), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
+    face = label_font(font)
     for r, sid in enumerate(ids):
         members = samples[layout.sample_key(sid)]
-        src = next(v for name, v in members.items() if name.startswith("src."))
+        src = next((v for name, v in members.items() if name.startswith("src.")), b"")  # none: --source-copy none
         y = r * (cell + text_h)
         grid.paste(_thumbnail(src, cell), (0, y + text_h))
-        draw.text((2, y), f"{sid} {per_source[sid]['label'] or ''}"[: cell // 6], fill=(0, 0, 0))
+        caption = drawable_text(f"{sid} {per_source[sid]['label'] or ''}", face)[: cell // 6]
+        draw.text((2, y), caption, fill=(0, 0, 0), font=face)
         for j in range(n_views):
             data = next(v for name, v in members.items() if name.startswith(f"v{j}."))
             grid.paste(_thumbnail(data, cell), ((j + 1) * cell, y + text_h))
             sim = per_source[sid]["sims"].get(j)
-            draw.text(((j + 1) * cell + 2, y), f"v{j} sim {sim:.2f}" if sim is not None else f"v{j}", fill=(0, 0, 0))
+            draw.text(((j + 1) * cell + 2, y), f"v{j} sim {sim:.2f}" if sim is not None else f"v{j}", fill=(0, 0, 0),
+                      font=face)
     return grid

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import tarfile
 from typing import Iterator
 
 from genview.datastore import layout
 from genview.datastore.store import Store
+from genview.datastore.tarindex import iter_samples
 
 
 def iter_shard(store: Store, shard: int) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield (key, {member suffix: bytes}) for each sample of a done shard, in tar order."""
-    current_key, members = None, {}
     with store.fs.open(layout.shard_tar(store.root, shard), "rb") as fh:
-        with tarfile.open(fileobj=fh, mode="r|") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, suffix = info.name.split(".", 1)
-                if key != current_key and current_key is not None:
-                    yield current_key, members
-                    members = {}
-                current_key = key
-                members[suffix] = tar.extractfile(info).read()
-    if current_key is not None:
-        yield current_key, members
+        yield from iter_samples(fh)
 
 
 def read_samples(store: Store, shard: int, keys: set[str]) -> dict[str, dict[str, bytes]]:

@@ -6,8 +6,6 @@ import hashlib
 import json
 from typing import Any
 
-import webdataset as wds
-
 from genview.datastore import layout
 from genview.datastore.fs import commit, temp_name, write_atomic
 from genview.datastore.manifest import manifest_bytes, manifest_table
@@ -48,6 +46,8 @@ class ShardWriter:
         self.tmp_tar = temp_name(self.final_tar)
         self._fh = store.fs.open(self.tmp_tar, "wb")
         self._hashing = _HashingWriter(self._fh)
+        import webdataset as wds  # here, not at module top: webdataset imports torch, and readers of genview.datastore must not
+
         self._tar = wds.TarWriter(self._hashing, encoder=False, mtime=TAR_MTIME)
         self.rows: list[dict[str, Any]] = []
         self.samples = 0

@@ -8,12 +8,42 @@ import json
 import posixpath
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from genview.datastore import layout
 from genview.datastore.fs import join, open_url, write_atomic
+
+
+def list_done_markers(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, str]:
+    """Return {shard: done-marker path} of a store: v2 stats/NNNNNN.json, else v1 manifest/_NNNNNN.json.
+
+    For readers that take any store as found, whatever its format version (the trainer client,
+    pull, shardcheck): both locations are listed, so v1 stores stay readable.
+    """
+    found: dict[int, str] = {}
+    # v1 first, so that a v2 marker of the same shard wins.
+    for version in (1, 2):
+        directory = join(root, layout.markers_dir(version))
+        fs.invalidate_cache(directory)  # other processes write markers: never trust a cached listing
+        if not fs.exists(directory):
+            continue
+        for item in fs.ls(directory, detail=False):
+            shard = layout.marker_shard(posixpath.basename(item), version)
+            if shard is not None:
+                found[shard] = item
+    return found
+
+
+def find_done_marker(fs: fsspec.AbstractFileSystem, root: str, shard: int) -> str | None:
+    """Return the path of one shard's done marker (v2 stats/, else v1 manifest/_), or None when the shard is not done."""
+    for version in (2, 1):
+        path = layout.shard_done(root, shard, version)
+        if fs.exists(path):
+            return path
+    return None
 
 
 #: Folders that hold per-shard parts (stats/ only exists from format v2 on).

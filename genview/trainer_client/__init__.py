@@ -2,16 +2,18 @@
 
 Quick start (SimCLR pairs, seed 000 defaults: view 2 generated with p = 1, then the standard augmentation)::
 
-    from torch.utils.data import DataLoader
     from genview.trainer_client import GenViewDataset, PairPolicy
 
-    ds = GenViewDataset("s3://bucket/store", PairPolicy(p=1.0, preset="simclr", crop_size=224), even_ranks="pad")
-    loader = DataLoader(ds, batch_size=256, num_workers=8)
+    ds = GenViewDataset("s3://bucket/store", PairPolicy(p=1.0, preset="simclr", crop_size=224))
+    loader = ds.loader(batch_size=256, num_workers=8)  # len(loader) == batches it yields
     for epoch in range(epochs):
         ds.set_epoch(epoch)
         for batch in loader:
             x1, x2 = batch["view1"], batch["view2"]
 
+Under DDP every rank gets the same number of batches by default (``even_ranks="pad"`` reads up to
+world_size-1 samples twice per epoch); ``even_ranks="none"`` reads every sample exactly once, for
+evaluation or a loop wrapped in ``torch.distributed.algorithms.join.Join``.
 Call ``set_epoch`` every epoch (it reaches persistent workers too): shard order, shuffling and the
 generated view of each source are drawn from (seed, epoch). In Lightning, do it in
 ``on_train_epoch_start``: ``self.trainer.train_dataloader.dataset.set_epoch(self.current_epoch)``.

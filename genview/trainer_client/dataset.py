@@ -7,13 +7,13 @@ import warnings
 from typing import Any, Callable, Iterator
 
 import webdataset as wds
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from genview.trainer_client.filters import EligibleViews, ViewFilter, eligible_views
 from genview.trainer_client.policies import PairPolicy, ViewContext
 from genview.trainer_client.runtime import SharedEpoch, resolve_rank
 from genview.trainer_client.samples import CorruptSampleError, RawSample, iter_shard_range, parse_sample
-from genview.trainer_client.splitting import EVEN_RANKS, Segment, plan_partition, rank_length
+from genview.trainer_client.splitting import DEFAULT_EVEN_RANKS, EVEN_RANKS, Segment, plan_partition, rank_length
 from genview.trainer_client.store_index import CorruptShardError, StoreFormatError, StoreIndex, shard_name
 
 ON_CORRUPT = ("raise", "warn")
@@ -26,10 +26,16 @@ class CorruptShardWarning(UserWarning):
 class GenViewDataset(IterableDataset):
     """An IterableDataset over a genview store (local path or s3://...), built on webdataset's tar reader.
 
-    Each epoch, every source with a tar sample is yielded exactly once across all DDP ranks and
-    DataLoader workers (see ``splitting``): shard order is a permutation seeded by (seed, epoch),
-    the epoch's sample sequence is cut into contiguous ranges per rank then per worker, and each
-    worker shuffles its stream through a buffer seeded by (seed, epoch, rank, worker).
+    Each epoch, every source with a tar sample is read once across all DDP ranks and DataLoader
+    workers (see ``splitting``): shard order is a permutation seeded by (seed, epoch), the epoch's
+    sample sequence is cut into contiguous ranges per rank then per worker, and each worker
+    shuffles its stream through a buffer seeded by (seed, epoch, rank, worker). By default every
+    rank gets the same number of samples (a few are read twice, ``even_ranks="pad"``) so a DDP
+    loop cannot hang at the end of an epoch; ``even_ranks="none"`` reads each sample exactly once.
+
+    Build the DataLoader with ``ds.loader(batch_size, num_workers=...)`` (or pass the same
+    ``batch_size`` here and to DataLoader): workers then hand out whole batches, so ``len(loader)``
+    is the number of batches yielded and ``drop_last=True`` drops only the rank's one partial batch.
 
     Args:
         store: store URL/path, or an already built ``StoreIndex``.
@@ -38,8 +44,13 @@ class GenViewDataset(IterableDataset):
         shuffle: shuffle shard order and samples (False: store order, for evaluation).
         shuffle_buffer: samples held by each worker's shuffle buffer (encoded bytes, not tensors).
         rank, world_size: DDP position; default from torch.distributed, else RANK/WORLD_SIZE, else (0, 1).
-        even_ranks: "none" (exactly once; ranks may differ by one sample), "pad" or "drop" (equal
-            counts per rank, as DDP needs; "pad" repeats a few samples, "drop" leaves a few out).
+        even_ranks: "pad" (default) or "drop": equal counts per rank, as DDP needs ("pad" reads up to
+            world_size-1 samples twice per epoch, "drop" leaves up to world_size-1 out); "none":
+            every sample exactly once, ranks may differ by one sample -- for evaluation, or with
+            ``torch.distributed.algorithms.join.Join`` around the DDP loop (it would hang otherwise).
+        batch_size: the DataLoader's batch size, so workers split the rank's samples in whole
+            batches (``loader()`` sets it); None: split per sample (each worker may end on its own
+            partial batch, so with num_workers > 1 the loader may yield more batches than its len).
         on_corrupt: "raise" (default: a damaged shard stops training with an error naming it) or
             "warn" (skip the rest of a damaged shard / the damaged sample and warn).
         view_filter: quality filter over generated views (min similarity, excluded classes).
@@ -56,7 +67,8 @@ class GenViewDataset(IterableDataset):
         shuffle_buffer: int = 256,
         rank: int | None = None,
         world_size: int | None = None,
-        even_ranks: str = "none",
+        even_ranks: str = DEFAULT_EVEN_RANKS,
+        batch_size: int | None = None,
         on_corrupt: str = "raise",
         view_filter: ViewFilter | None = None,
         epoch: int = 0,
@@ -72,6 +84,9 @@ class GenViewDataset(IterableDataset):
             raise ValueError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {on_corrupt!r}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if batch_size is not None and int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.policy = policy if policy is not None else PairPolicy()
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
@@ -87,6 +102,7 @@ class GenViewDataset(IterableDataset):
         self._frozen_rank: tuple[int, int] | None = None
         self._epoch = SharedEpoch(epoch)
         self._warned_uneven = False
+        self._warned_unbatched = False
         self._iterated: set[tuple[int, int]] = set()
         self._warned_repeat = False
 
@@ -115,9 +131,20 @@ class GenViewDataset(IterableDataset):
         return state
 
     def __len__(self) -> int:
-        """Samples this rank yields per epoch (all its workers together)."""
+        """Samples this rank yields per epoch (all its workers together); DataLoader turns it into batches."""
         rank, world = self.rank_and_world()
         return rank_length(self.index.num_samples, rank, world, self.even_ranks)
+
+    def loader(self, batch_size: int, *, num_workers: int = 0, drop_last: bool = False, **kwargs: Any) -> DataLoader:
+        """Return a DataLoader over this dataset whose ``len`` is exactly the batches it yields per epoch.
+
+        It records ``batch_size`` on the dataset, so each worker reads whole batches of the rank's
+        samples; other keyword arguments go to DataLoader unchanged.
+        """
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        return DataLoader(self, batch_size=self.batch_size, num_workers=num_workers, drop_last=drop_last, **kwargs)
 
     # -- iteration ---------------------------------------------------------------------------
     def partition(self, worker: int = 0, num_workers: int = 1, epoch: int | None = None) -> list[Segment]:
@@ -133,6 +160,7 @@ class GenViewDataset(IterableDataset):
             worker=worker,
             num_workers=num_workers,
             even_ranks=self.even_ranks,
+            batch_size=self.batch_size,
         )
 
     def __iter__(self) -> Iterator[Any]:
@@ -149,6 +177,15 @@ class GenViewDataset(IterableDataset):
                 stacklevel=2,
             )
         self._iterated.add(started)
+        if num_workers > 1 and self.batch_size is None and worker == 0 and not self._warned_unbatched:
+            self._warned_unbatched = True
+            warnings.warn(
+                f"GenViewDataset read by {num_workers} DataLoader workers without batch_size: each worker ends "
+                "on its own partial batch, so the loader yields more batches than len(loader); build it with "
+                "ds.loader(batch_size, num_workers=...) or pass batch_size= to GenViewDataset",
+                UserWarning,
+                stacklevel=2,
+            )
         return self.iter_partition(worker, num_workers)
 
     def iter_partition(self, worker: int = 0, num_workers: int = 1, epoch: int | None = None) -> Iterator[Any]:
@@ -177,7 +214,7 @@ class GenViewDataset(IterableDataset):
             try:
                 for raw in iter_shard_range(fs, entry.path, entry.shard, entry.samples, k, segment.start, segment.stop):
                     try:
-                        yield parse_sample(raw, entry.shard, k)
+                        yield parse_sample(raw, entry.shard, k, self.index.has_source)
                     except CorruptSampleError as exc:
                         self._corrupt(exc, "skipping the sample")
             except CorruptSampleError:
@@ -200,7 +237,8 @@ class GenViewDataset(IterableDataset):
             self._warned_uneven = True
             warnings.warn(
                 f"{total} samples over {world} ranks: ranks get {total // world} or {total // world + 1} "
-                "samples; pass even_ranks='pad' or 'drop' so every DDP rank runs the same number of steps",
+                "samples (even_ranks='none'); a DDP loop needs torch.distributed.algorithms.join.Join to not "
+                "hang, or use even_ranks='pad' (the default) or 'drop' so every rank runs the same number of steps",
                 UserWarning,
                 stacklevel=3,
             )

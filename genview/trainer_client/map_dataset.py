@@ -18,7 +18,7 @@ from genview.trainer_client.runtime import SharedEpoch
 from genview.trainer_client.samples import RawSample, parse_sample
 from genview.trainer_client.sampler import ViewRequest
 from genview.trainer_client.store_index import CorruptShardError, StoreFormatError, StoreIndex, shard_name
-from genview.trainer_client.tarscan import BLOCK, TarFormatError, iter_tar
+from genview.datastore.tarindex import TarFormatError, index_samples, iter_tar, split_member
 
 #: Open shard files kept per process.
 _MAX_OPEN_FILES = 16
@@ -30,23 +30,12 @@ def scan_shard(fs, path: str, shard: int) -> tuple[list[str], list[int], list[in
     A sample is the contiguous run of members sharing a key (webdataset groups the same way), so
     one range read of [start, start + length) returns all its members.
     """
-    keys: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
     try:
         with fs.open(path, "rb") as fh:
-            for member in iter_tar(fh, read_data=False, seekable=True):
-                key = os.path.basename(member.name).split(".", 1)[0]
-                end = member.data_offset + -(-member.size // BLOCK) * BLOCK
-                if keys and keys[-1] == key:
-                    ends[-1] = end
-                else:
-                    keys.append(key)
-                    starts.append(member.start)
-                    ends.append(end)
+            entries = index_samples(fh)
     except (TarFormatError, OSError, EOFError) as exc:
         raise CorruptShardError(f"shard {shard_name(shard)} ({path}) cannot be indexed: {exc}") from None
-    return keys, starts, [e - s for s, e in zip(starts, ends)]
+    return [e.key for e in entries], [e.start for e in entries], [e.length for e in entries]
 
 
 class GenViewMapDataset(Dataset):
@@ -168,14 +157,13 @@ class GenViewMapDataset(Dataset):
             if len(data) != int(self.lengths[index]):
                 raise TarFormatError(f"short read: {len(data)} of {int(self.lengths[index])} bytes")
             for member in iter_tar(io.BytesIO(data)):
-                key, ext = os.path.basename(member.name).split(".", 1)
-                members[ext.lower()] = member.data
+                members[split_member(member.name)[1].lower()] = member.data
         except (TarFormatError, OSError, ValueError) as exc:
             raise CorruptShardError(
                 f"sample {index} of shard {shard_name(shard)} cannot be read (store changed since indexing?): {exc}"
             ) from None
         members["__key__"] = f"{int(self.source_ids[index]):010d}"
-        return parse_sample(members, shard, self.index.k)
+        return parse_sample(members, shard, self.index.k, self.index.has_source)
 
     def __getitem__(self, request: int | ViewRequest) -> Any:
         """Return policy(sample) for an int index or a ViewRequest (index, generated)."""

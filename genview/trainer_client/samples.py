@@ -12,7 +12,7 @@ from PIL import Image
 from webdataset.tariterators import group_by_keys
 
 from genview.trainer_client.store_index import CorruptShardError, shard_name
-from genview.trainer_client.tarscan import TarFormatError, iter_tar
+from genview.datastore.tarindex import TarFormatError, iter_tar
 
 
 class CorruptSampleError(CorruptShardError):
@@ -86,8 +86,11 @@ class RawSample:
         return self.image("sec")
 
 
-def parse_sample(raw: dict[str, Any], shard: int, k: int) -> RawSample:
-    """Turn a webdataset sample dict into a RawSample, checking the members the contract requires."""
+def parse_sample(raw: dict[str, Any], shard: int, k: int, require_source: bool = True) -> RawSample:
+    """Turn a webdataset sample dict into a RawSample, checking the members the contract requires.
+
+    ``require_source=False`` for stores made with ``--source-copy none`` (no ``src.*`` member).
+    """
     key = raw["__key__"]
     members = {name: value for name, value in raw.items() if not name.startswith("__")}
     where = f"sample {key} of shard {shard_name(shard)}"
@@ -102,7 +105,7 @@ def parse_sample(raw: dict[str, Any], shard: int, k: int) -> RawSample:
     if not key.isdigit() or int(key) != int(meta["source_id"]):
         raise CorruptSampleError(f"{where}: key does not match JSON source_id {meta['source_id']}")
     sample = RawSample(key=key, shard=shard, members=members, meta=meta)
-    missing = [p for p in ["src"] + [f"v{j}" for j in range(k)] if not sample.has(p)]
+    missing = [p for p in ["src"] * require_source + [f"v{j}" for j in range(k)] if not sample.has(p)]
     if missing:
         raise CorruptSampleError(f"{where} lacks member(s) {', '.join(missing)} (store k={k})")
     return sample

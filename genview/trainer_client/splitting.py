@@ -5,13 +5,20 @@ when there are fewer shards than slots. Instead, every slot computes the same ep
 shards (a seeded permutation, identical on every rank), lays their samples end to end as one
 sequence of N positions (counts come from the manifest), and takes a contiguous range of it:
 
-* rank r gets positions [r*N//W, (r+1)*N//W) (``even_ranks="none"``: every sample exactly once;
-  rank sizes differ by at most one), or ceil(N/W) positions wrapping around to the start
-  (``"pad"``, like DistributedSampler's padding), or floor(N/W) positions with the tail dropped
-  (``"drop"``). With "pad"/"drop" all ranks have the same count, hence the same number of batches,
-  which DDP needs to avoid a hang at the last collective.
-* the rank's range is cut the same way among its DataLoader workers. The cut depends only on the
-  range length, so equal-length ranks have identical per-worker counts.
+* rank r gets ceil(N/W) positions wrapping around to the start (``even_ranks="pad"``, the
+  default, like DistributedSampler's padding: at most W-1 samples are read twice per epoch), or
+  floor(N/W) positions with the tail dropped (``"drop"``: at most W-1 samples left out per epoch),
+  or positions [r*N//W, (r+1)*N//W) (``"none"``: every sample exactly once, but rank sizes may
+  differ by one). With "pad"/"drop" all ranks have the same count, hence the same number of
+  batches, which DDP needs: a rank with one batch more waits forever at its last all-reduce.
+  "none" is for evaluation, or for training loops that handle uneven inputs themselves
+  (``torch.distributed.algorithms.join.Join`` around a DDP loop).
+* the rank's range is cut among its DataLoader workers. Each worker's share of the DataLoader's
+  batches is whole batches (given ``batch_size``): every worker but the one holding the rank's tail
+  yields only full batches, so the loader yields ceil(n/B) batches -- exactly ``len(loader)`` --
+  and with ``drop_last`` only the rank's one partial batch is dropped. (Cutting per sample instead,
+  each worker would end on its own partial batch.) The cut depends only on the range length, so
+  equal-length ranks have identical per-worker counts.
 
 A range covers whole shards in the middle and at most two partial shards at its ends; a slot
 reads only the shards its range touches (a partial shard is read from its start, skipping the
@@ -25,7 +32,9 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-EVEN_RANKS = ("none", "pad", "drop")
+EVEN_RANKS = ("pad", "drop", "none")
+#: The default: equal counts per rank, so DDP cannot hang; "none" (exactly once) is opt-in.
+DEFAULT_EVEN_RANKS = "pad"
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ def epoch_shard_order(shard_counts: Sequence[tuple[int, int]], epoch: int, seed:
     return order
 
 
-def rank_range(total: int, rank: int, world_size: int, even_ranks: str = "none") -> tuple[int, int]:
+def rank_range(total: int, rank: int, world_size: int, even_ranks: str = DEFAULT_EVEN_RANKS) -> tuple[int, int]:
     """Return rank's [start, stop) in the epoch sequence; with "pad", stop may pass `total` (positions wrap)."""
     if even_ranks not in EVEN_RANKS:
         raise ValueError(f"even_ranks must be one of {', '.join(EVEN_RANKS)}, got {even_ranks!r}")
@@ -62,12 +71,22 @@ def rank_range(total: int, rank: int, world_size: int, even_ranks: str = "none")
     return rank * per_rank, (rank + 1) * per_rank
 
 
-def worker_range(start: int, stop: int, worker: int, num_workers: int) -> tuple[int, int]:
-    """Return worker's share [a, b) of a rank's range [start, stop); depends only on its length."""
+def worker_range(start: int, stop: int, worker: int, num_workers: int, batch_size: int | None = None) -> tuple[int, int]:
+    """Return worker's share [a, b) of a rank's range [start, stop); depends only on its length.
+
+    With ``batch_size`` the shares are whole batches of the rank's sequence (the last one may be
+    partial), so the workers together yield exactly ceil(length / batch_size) batches.
+    """
     if not 0 <= worker < num_workers:
         raise ValueError(f"worker {worker} is outside num_workers {num_workers}")
     length = stop - start
-    return start + worker * length // num_workers, start + (worker + 1) * length // num_workers
+    if batch_size is None:
+        return start + worker * length // num_workers, start + (worker + 1) * length // num_workers
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batches = math.ceil(length / batch_size)
+    first, last = worker * batches // num_workers, (worker + 1) * batches // num_workers
+    return start + min(first * batch_size, length), start + min(last * batch_size, length)
 
 
 def segments_for_range(order: Sequence[tuple[int, int]], start: int, stop: int) -> list[Segment]:
@@ -99,17 +118,18 @@ def plan_partition(
     world_size: int,
     worker: int,
     num_workers: int,
-    even_ranks: str = "none",
+    even_ranks: str = DEFAULT_EVEN_RANKS,
+    batch_size: int | None = None,
 ) -> list[Segment]:
     """Return the shard segments one (rank, worker) slot reads in an epoch, in reading order."""
     order = epoch_shard_order(shard_counts, epoch, seed, shuffle)
     total = sum(n for _, n in order)
     r_start, r_stop = rank_range(total, rank, world_size, even_ranks)
-    w_start, w_stop = worker_range(r_start, r_stop, worker, num_workers)
+    w_start, w_stop = worker_range(r_start, r_stop, worker, num_workers, batch_size)
     return segments_for_range(order, w_start, w_stop)
 
 
-def rank_length(total: int, rank: int, world_size: int, even_ranks: str = "none") -> int:
+def rank_length(total: int, rank: int, world_size: int, even_ranks: str = DEFAULT_EVEN_RANKS) -> int:
     """Return how many samples a rank yields per epoch (all its workers together)."""
     start, stop = rank_range(total, rank, world_size, even_ranks)
     return stop - start

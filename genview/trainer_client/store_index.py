@@ -18,13 +18,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-SPEC_FILE = "genview.json"
-SOURCES_FILE = "sources.parquet"
-SHARDS_DIR = "shards"
-MANIFEST_DIR = "manifest"
-#: Newest store format this client reads.
+from genview.datastore.layout import MANIFEST_DIR, SHARDS_DIR, SOURCES_FILE, SPEC_FILE
+from genview.datastore.manifest import STATUS_OK
+from genview.datastore.store import list_done_markers
+
+#: Newest store format this client reads (v2: done markers in stats/, KEY.cls; v1 still read).
 SUPPORTED_FORMAT_VERSION = 2
-STATUS_OK = "ok"
 
 
 class StoreFormatError(ValueError):
@@ -60,8 +59,8 @@ class StoreIndex:
     """What a reader needs to know about a store, built from genview.json and the manifest.
 
     Only shards with a done marker are listed: a shard without one is still being written and is,
-    by the contract, not there. The marker is manifest/NNNNNN.json (DESIGN.md) or
-    manifest/_NNNNNN.json (the underscore makes parquet dataset readers skip it); both are read.
+    by the contract, not there. Markers are found by ``genview.datastore.store.list_done_markers``
+    (stats/NNNNNN.json in format v2, manifest/_NNNNNN.json in v1).
     A shard's sample count is the number of manifest rows with ``view == 0`` and
     ``status == "ok"`` (one per source that has a tar sample).
     """
@@ -75,6 +74,8 @@ class StoreIndex:
         if "k" not in self.spec:
             raise StoreFormatError(f"{self.path(SPEC_FILE)} has no 'k' (views per source) in its spec")
         self.k = int(self.spec["k"])
+        #: False for a store made with --source-copy none: its samples have no src.* member.
+        self.has_source = self.spec.get("source_copy") != "none"
         self.shards: list[ShardEntry] = self._list_shards()
         self._by_shard = {entry.shard: entry for entry in self.shards}
 
@@ -149,15 +150,7 @@ class StoreIndex:
 
     def _list_shards(self) -> list[ShardEntry]:
         manifest_dir = self.path(MANIFEST_DIR)
-        # Format v2 keeps the done markers in stats/; v1 kept them in manifest/.
-        markers_dir = self.path("stats") if self.header["format_version"] >= 2 else manifest_dir
-        markers: dict[int, str] = {}
-        if self.fs.exists(markers_dir):
-            for path in self.fs.ls(markers_dir, detail=False):
-                stem, ext = posixpath.splitext(posixpath.basename(path))
-                stem = stem[1:] if stem.startswith("_") else stem
-                if ext == ".json" and stem.isdigit():
-                    markers[int(stem)] = path
+        markers = list_done_markers(self.fs, self.root)
         done = sorted(markers)
         if not done:
             return []

@@ -125,12 +125,12 @@ def build_store(
     marker: bool = True,
     seed: int = 0,
     num_classes: int = 3,
-    marker_prefix: str = "",
+    format_version: int = 2,
 ) -> FakeStore:
     """Write a store of len(shard_sizes) shards with the given numbers of ok samples (plus one failed source per shard in failed_in).
 
-    Done markers are manifest/NNNNNN.json as DESIGN.md writes them; marker_prefix="_" gives
-    manifest/_NNNNNN.json, the name genview's writer uses so parquet readers skip them.
+    format_version=2 (DESIGN.md): done markers stats/NNNNNN.json, a KEY.cls member, the shard count and
+    brace pattern in genview.json; format_version=1: markers manifest/_NNNNNN.json, no KEY.cls.
     """
     root = Path(root)
     (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def build_store(
             secondary[s] = int(others[int(rng.integers(len(others)))])
     header = {
         "format": "genview-store",
-        "format_version": 1,
+        "format_version": format_version,
         "genview_version": "test",
         "spec": {
             "model": "fake",
@@ -167,6 +167,9 @@ def build_store(
             "view_format": "jpg",
         },
     }
+    if format_version >= 2:
+        header["num_shards"] = len(shard_sizes)
+        header["shard_pattern"] = f"shards/{{000000..{len(shard_sizes) - 1:06d}}}.tar"
     (root / "genview.json").write_text(json.dumps(header, indent=2))
     pq.write_table(
         pa.table(
@@ -221,6 +224,8 @@ def build_store(
                                  "alpha": alphas[j] if interpolate else None,
                                  "secondary_id": secondary.get(s) if interpolate else None})
                 members["json"] = json.dumps(meta, sort_keys=True).encode()
+                if format_version >= 2:
+                    members["cls"] = str(s % num_classes).encode()
                 writer.write({"__key__": key, **members})
             writer.close()
         shard_ids[shard] = ids
@@ -231,6 +236,8 @@ def build_store(
         stats = {"shard": shard, "tar": f"shards/{shard:06d}.tar", "tar_bytes": len(data),
                  "tar_sha256": hashlib.sha256(data).hexdigest(), "samples": len(ids),
                  "failed": sum(1 for r in rows if r["status"] == "failed")}
-        (root / "manifest" / f"{marker_prefix}{shard:06d}.json").write_text(json.dumps(stats))
+        marker = root / "stats" / f"{shard:06d}.json" if format_version >= 2 else root / "manifest" / f"_{shard:06d}.json"
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(json.dumps(stats))
     return FakeStore(root=root, k=k, shard_ids=shard_ids, failed_ids=[s for s, _, f in plan if f],
                      labels=labels, similarity=sims, secondary=secondary)

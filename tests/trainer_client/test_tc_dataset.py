@@ -37,7 +37,7 @@ def ids_from_loader(dataset, num_workers, batch_size=4):
 def test_exactly_once_over_2_ranks_x_3_workers_with_uneven_shards(store):
     seen = []
     for rank in range(2):
-        ds = GenViewDataset(store.url, pair_policy(), rank=rank, world_size=2, seed=3)
+        ds = GenViewDataset(store.url, pair_policy(), rank=rank, world_size=2, seed=3, even_ranks="none")
         ds.set_epoch(1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # 29 samples over 2 ranks: uneven, by design here
@@ -52,7 +52,7 @@ def test_simulated_workers_match_the_partition_for_every_slot(store):
     for epoch in range(2):
         seen = []
         for rank in range(2):
-            ds = GenViewDataset(store.url, pair_policy(), rank=rank, world_size=2, shuffle_buffer=4)
+            ds = GenViewDataset(store.url, pair_policy(), rank=rank, world_size=2, shuffle_buffer=4, even_ranks="none")
             for worker in range(3):
                 seen += [s["source_id"] for s in ds.iter_partition(worker, 3, epoch=epoch)]
         assert sorted(seen) == sorted(store.ok_ids)
@@ -72,10 +72,54 @@ def test_even_ranks_drop_gives_equal_lengths(store):
     assert lengths == [9, 9, 9]
 
 
-def test_uneven_ranks_warn_once(store):
-    ds = GenViewDataset(store.url, pair_policy(), rank=0, world_size=2)
-    with pytest.warns(UserWarning, match="even_ranks='pad'"):
+def test_uneven_ranks_warn_once_with_exactly_once(store):
+    ds = GenViewDataset(store.url, pair_policy(), rank=0, world_size=2, even_ranks="none")
+    with pytest.warns(UserWarning, match="Join"):
         list(ds.iter_partition())
+
+
+def test_default_gives_every_rank_the_same_count(store):
+    # 29 samples over 2 ranks: "pad" (the default) gives 15 and 15, one sample read twice.
+    lengths = [len(GenViewDataset(store.url, pair_policy(), rank=r, world_size=2)) for r in range(2)]
+    assert lengths == [15, 15]
+    seen = []
+    for rank in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no unevenness warning on the default
+            seen += [s["source_id"] for s in GenViewDataset(store.url, pair_policy(), rank=rank, world_size=2)]
+    assert set(seen) == set(store.ok_ids) and len(seen) == 30
+
+
+@pytest.mark.parametrize("num_workers", [2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_len_of_loader_is_the_batches_it_yields(store, num_workers, drop_last):
+    # Rank 0 of 2 reads 15 samples; batch 3. Split per sample, 2 workers would read 7 + 8 and
+    # yield 3 + 3 = 6 batches (len says 5), or with drop_last 2 + 2 = 4 (12 samples, 3 dropped).
+    ds = GenViewDataset(store.url, pair_policy(), rank=0, world_size=2, seed=1)
+    loader = ds.loader(3, num_workers=num_workers, drop_last=drop_last)
+    sizes = [len(batch["source_id"]) for batch in loader]
+    assert len(sizes) == len(loader) == 5
+    assert sum(sizes) == 15  # 15 = 5 x 3: nothing to drop
+    ds4 = GenViewDataset(store.url, pair_policy(), rank=0, world_size=2, seed=1)
+    loader4 = ds4.loader(4, num_workers=num_workers, drop_last=drop_last)
+    sizes = [len(batch["source_id"]) for batch in loader4]
+    assert len(sizes) == len(loader4) == (3 if drop_last else 4)
+    assert sum(sizes) == (12 if drop_last else 15)  # at most one partial batch per rank dropped
+
+
+def test_workers_without_batch_size_warn(store, monkeypatch):
+    # Warnings raised in worker processes never reach the test: play worker 0 of 2 in-process.
+    from torch.utils.data._utils import worker
+
+    ds = GenViewDataset(store.url, pair_policy())
+    monkeypatch.setattr(worker, "_worker_info", worker.WorkerInfo(id=0, num_workers=2, seed=0, dataset=ds))
+    with pytest.warns(UserWarning, match="without batch_size"):
+        iter(ds)
+    ds.loader(4)  # records the batch size: no warning any more
+    ds.set_epoch(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        iter(ds)
 
 
 def test_shuffle_changes_with_epoch_and_repeats_with_seed(store):
@@ -166,7 +210,7 @@ def test_store_without_header_is_rejected(tmp_path):
 
 
 def test_unfinished_shard_is_invisible(store_copy):
-    (store_copy.root / "manifest" / "000006.json").unlink()  # no done marker: shard 6 is "not there"
+    (store_copy.root / "stats" / "000006.json").unlink()  # no done marker: shard 6 is "not there"
     ds = GenViewDataset(store_copy.url, pair_policy(), shuffle=False)
     assert len(ds) == len(store_copy.ok_ids) - len(store_copy.shard_ids[6])
 

@@ -55,7 +55,7 @@ def test_map_index_cache_is_reused_and_invalidated(store_copy, tmp_path):
     mtime = cache.stat().st_mtime_ns
     again = GenViewMapDataset(store_copy.url, SinglePolicy(p=0.0, transform=TENSOR), index_cache=cache)
     assert cache.stat().st_mtime_ns == mtime and again.offsets.tolist() == first.offsets.tolist()
-    (store_copy.root / "manifest" / "000006.json").unlink()  # the store changed: rebuild
+    (store_copy.root / "stats" / "000006.json").unlink()  # the store changed: rebuild
     smaller = GenViewMapDataset(store_copy.url, SinglePolicy(p=0.0, transform=TENSOR), index_cache=cache)
     assert len(smaller) == len(first) - len(store_copy.shard_ids[6])
 

@@ -9,7 +9,7 @@ import fsspec
 import pytest
 
 from genview.trainer_client import GenViewDataset, SinglePolicy, StoreFormatError, StoreVerificationError, pull_store
-from genview.trainer_client.pull import verify_shard
+from genview.datastore.shardcheck import check_shard
 from genview.trainer_client.store_index import StoreIndex
 
 
@@ -39,7 +39,7 @@ def test_pull_from_remote_copies_and_verifies(store, tmp_path):
 def test_pull_resumes_and_skips_complete_shards(store, tmp_path):
     dest = tmp_path / "local"
     pull_store(store.url, str(dest))
-    (dest / "manifest" / "000003.json").unlink()  # as if interrupted before shard 3's marker
+    (dest / "stats" / "000003.json").unlink()  # as if interrupted before shard 3's marker
     report = pull_store(store.url, str(dest))
     assert report.shards_copied == [3] and report.shards_skipped == [0, 1, 2, 4, 5, 6]
 
@@ -50,13 +50,13 @@ def test_pull_refuses_a_shard_that_disagrees_with_its_manifest(store_copy, tmp_p
     dest = tmp_path / "local"
     with pytest.raises(StoreVerificationError, match="shard 000001") as info:
         pull_store(store_copy.url, str(dest))
-    assert "sha256" in str(info.value) and "missing from the tar" in str(info.value)
-    assert not (dest / "manifest" / "000001.json").exists()  # no marker: the shard is not there
-    assert (dest / "manifest" / "000002.json").exists()
+    assert "sha256" in str(info.value) and "no sample in the tar" in str(info.value)
+    assert not (dest / "stats" / "000001.json").exists()  # no marker: the shard is not there
+    assert (dest / "stats" / "000002.json").exists()
     assert len(StoreIndex(str(dest)).shards) == 6
 
 
-def test_verify_shard_checks_member_sizes(store_copy):
+def test_the_shard_check_finds_wrong_member_sizes(store_copy):
     import io
     import tarfile
 
@@ -70,8 +70,13 @@ def test_verify_shard_checks_member_sizes(store_copy):
                 info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     fs = fsspec.filesystem("file")
-    problems = verify_shard(fs, str(tar_path), str(store_copy.root / "manifest" / "000000.parquet"), 0, 3)
-    assert len(problems) == 5 and all("v1.jpg has" in p for p in problems)
+    check = check_shard(fs, str(store_copy.root), 0, k=3, sha256=True)  # marker read from stats/
+    sizes = [p for p in check.problems if "v1.jpg is" in p]
+    assert len(sizes) == 5 and all("manifest says" in p for p in sizes)
+    assert [p for p in check.problems if p not in sizes] == [  # tarfile pads to 10 KiB: same size, new digest
+        p for p in check.problems if "sha256" in p and "differs from its done marker" in p
+    ]
+    assert len(check.problems) == 6 and not check_shard(fs, str(store_copy.root), 1, k=3, sha256=True).problems
 
 
 def test_pull_into_a_different_store_is_refused(store, interp_store, tmp_path):
@@ -81,10 +86,10 @@ def test_pull_into_a_different_store_is_refused(store, interp_store, tmp_path):
         pull_store(interp_store.url, str(dest))
 
 
-def test_underscore_markers_are_read_and_kept(tmp_path):
+def test_format_v1_markers_are_read_and_kept(tmp_path):
     from tc_store_factory import build_store
 
-    src = build_store(tmp_path / "src", shard_sizes=(2, 3), failed_in=(1,), marker_prefix="_")
+    src = build_store(tmp_path / "src", shard_sizes=(2, 3), failed_in=(1,), format_version=1)
     assert [e.samples for e in StoreIndex(src.url).shards] == [2, 3]
     report = pull_store(src.url, str(tmp_path / "dest"))
     assert report.shards_copied == [0, 1]

@@ -13,6 +13,7 @@ from genview.trainer_client.splitting import (
     rank_length,
     rank_range,
     segments_for_range,
+    worker_range,
 )
 
 UNEVEN = [(0, 5), (1, 1), (2, 8), (3, 3), (4, 6), (5, 2), (6, 4)]  # 29 samples
@@ -87,4 +88,24 @@ def test_rank_range_rejects_bad_arguments():
         rank_range(10, 0, 2, "balanced")
     with pytest.raises(ValueError, match="outside world_size"):
         rank_range(10, 2, 2)
-    assert rank_length(29, 1, 2) == 15 and rank_length(29, 0, 2) == 14
+    assert rank_length(29, 1, 2, "none") == 15 and rank_length(29, 0, 2, "none") == 14
+
+
+@pytest.mark.parametrize("length", [0, 1, 5, 15, 29, 103])
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+@pytest.mark.parametrize("batch", [1, 3, 16])
+def test_worker_shares_are_whole_batches(length, workers, batch):
+    shares = [worker_range(10, 10 + length, w, workers, batch) for w in range(workers)]
+    assert shares[0][0] == 10 and shares[-1][1] == 10 + length
+    assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))  # contiguous, no overlap
+    sizes = [b - a for a, b in shares]
+    partial = [n for n in sizes if n % batch]
+    assert len(partial) <= 1  # only the worker holding the rank's tail ends on a partial batch
+    assert sum(-(-n // batch) for n in sizes) == -(-length // batch)  # batches yielded == ceil(n / B)
+    assert sum(n // batch for n in sizes) == length // batch  # drop_last drops one partial batch at most
+
+
+def test_default_even_ranks_is_equal_counts():
+    assert [rank_length(29, r, 2) for r in range(2)] == [15, 15]
+    with pytest.raises(ValueError, match="batch_size"):
+        worker_range(0, 10, 0, 2, 0)

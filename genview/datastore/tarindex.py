@@ -1,4 +1,9 @@
-"""A small, fast sequential tar reader (ustar, pax and GNU long names) for shard streaming and indexing.
+"""The one tar reader of genview (torch-free): stream a shard's members, or index them by byte offset.
+
+It reads ustar, pax and GNU long names. The trainer client streams samples through ``iter_tar``,
+the map-style dataset reads one sample by ``index_samples``'s byte range, ``shardcheck`` and the
+store reader walk shards with it, and ``index_members`` gives each member's data offset so a
+server can answer with one range read (``read_member``).
 
 Python's tarfile parses each header through several layers (about 0.1 ms per member with pax
 headers), which made reading a shard slower than opening loose files. Shards are plain archives
@@ -8,8 +13,11 @@ data and its padding. Header checksums are verified, so damage is found, not mis
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
+
+import fsspec
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -131,3 +139,83 @@ def iter_tar(stream: BinaryIO, *, read_data: bool = True, seekable: bool = False
             yield TarMember(name, chain_start, data_offset, size, data)
         pos += padded
         chain_start, long_name, pax = None, None, {}
+
+
+@dataclass(frozen=True)
+class MemberEntry:
+    """Where a member's bytes are in its tar: name, data offset, size (read [offset, offset + size))."""
+
+    name: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class SampleEntry:
+    """Where a sample (the contiguous members sharing a key) is in its tar: one range read returns it as a tar."""
+
+    key: str
+    start: int
+    length: int
+
+
+def split_member(name: str) -> tuple[str, str]:
+    """Return (key, suffix) of a member name as webdataset splits it: at the first dot of the basename."""
+    directory, base = posixpath.split(name)
+    key, _, suffix = base.partition(".")
+    return (posixpath.join(directory, key) if directory else key), suffix
+
+
+def index_members(stream: BinaryIO, *, seekable: bool = True) -> list[MemberEntry]:
+    """Return (name, data offset, size) of every regular file of a tar, reading headers only."""
+    return [MemberEntry(m.name, m.data_offset, m.size) for m in iter_tar(stream, read_data=False, seekable=seekable)]
+
+
+def index_samples(stream: BinaryIO, *, seekable: bool = True) -> list[SampleEntry]:
+    """Return (key, byte start, byte length) of every sample of a tar, reading headers only.
+
+    The range of a sample covers its members' headers and padded data, so ``iter_tar`` over the
+    bytes of that range yields the sample's members.
+    """
+    entries: list[SampleEntry] = []
+    key, start, end = None, 0, 0
+    for member in iter_tar(stream, read_data=False, seekable=seekable):
+        member_key = split_member(member.name)[0]
+        member_end = member.data_offset + -(-member.size // BLOCK) * BLOCK
+        if member_key == key:
+            end = member_end
+            continue
+        if key is not None:
+            entries.append(SampleEntry(key, start, end - start))
+        key, start, end = member_key, member.start, member_end
+    if key is not None:
+        entries.append(SampleEntry(key, start, end - start))
+    return entries
+
+
+def index_tar(fs: fsspec.AbstractFileSystem, path: str) -> list[MemberEntry]:
+    """Return the member index of a tar on any fsspec filesystem (local path or object store)."""
+    with fs.open(path, "rb") as stream:
+        return index_members(stream)
+
+
+def read_member(fs: fsspec.AbstractFileSystem, path: str, entry: MemberEntry) -> bytes:
+    """Return one member's bytes by its index entry: a single range read."""
+    data = fs.cat_file(path, start=entry.offset, end=entry.offset + entry.size)
+    if len(data) != entry.size:
+        raise TarFormatError(f"{path}: member {entry.name} cut short ({len(data)} of {entry.size} bytes)")
+    return data
+
+
+def iter_samples(stream: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield (key, {suffix: bytes}) for each sample of a tar in order (members grouped by key)."""
+    key, members = None, {}
+    for member in iter_tar(stream):
+        member_key, suffix = split_member(member.name)
+        if member_key != key and key is not None:
+            yield key, members
+            members = {}
+        key = member_key
+        members[suffix] = member.data
+    if key is not None:
+        yield key, members

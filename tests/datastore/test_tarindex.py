@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from genview.trainer_client.tarscan import TarFormatError, iter_tar
+from genview.datastore.tarindex import TarFormatError, iter_tar
 
 FILES = {
     "0000000001.src.png": b"\x89PNG" + bytes(range(256)) * 3,
@@ -77,3 +77,33 @@ def test_archive_without_end_blocks_ends_cleanly():
     body = raw.rstrip(b"\0")
     body += bytes(-len(body) % 512)
     assert len(list(iter_tar(io.BytesIO(body)))) == len(FILES)
+
+
+def test_member_index_gives_byte_ranges_a_server_can_read(tmp_path):
+    import fsspec
+
+    from genview.datastore.tarindex import index_tar, read_member
+
+    path = tmp_path / "shard.tar"
+    path.write_bytes(make_tar(tarfile.PAX_FORMAT))
+    fs = fsspec.filesystem("file")
+    entries = index_tar(fs, str(path))
+    assert [e.name for e in entries] == list(FILES)
+    raw = path.read_bytes()
+    for entry in entries:
+        assert raw[entry.offset : entry.offset + entry.size] == FILES[entry.name]
+        assert read_member(fs, str(path), entry) == FILES[entry.name]
+
+
+def test_sample_index_ranges_hold_whole_samples():
+    from genview.datastore.tarindex import index_samples, iter_samples, split_member
+
+    files = {"0001.src.png": b"a" * 700, "0001.json": b"{}", "0002.src.png": b"b", "0002.v0.jpg": b"c" * 1025}
+    raw = make_tar(tarfile.GNU_FORMAT, files)
+    entries = index_samples(io.BytesIO(raw))
+    assert [e.key for e in entries] == ["0001", "0002"]
+    for entry in entries:
+        chunk = io.BytesIO(raw[entry.start : entry.start + entry.length])
+        assert {m.name: m.data for m in iter_tar(chunk)} == {n: d for n, d in files.items() if n.startswith(entry.key)}
+    assert [(k, sorted(m)) for k, m in iter_samples(io.BytesIO(raw))] == [("0001", ["json", "src.png"]), ("0002", ["src.png", "v0.jpg"])]
+    assert split_member("dir/0001.v0.jpg") == ("dir/0001", "v0.jpg")

@@ -1,0 +1,37 @@
+"""The trainer client, pull and the shard check on a store genview itself wrote (format v2)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from genview.trainer_client import GenViewDataset, SinglePolicy, pull_store
+from genview.trainer_client.store_index import StoreIndex
+
+
+@pytest.mark.parametrize("source_copy", ["jpg", "none"])
+def test_client_reads_a_v2_store_genview_wrote(tmp_path, image_folder, tiny_weights, source_copy):
+    from genview.cli.main import main
+
+    out = tmp_path / "store"
+    assert main(["generate", str(image_folder), "--model", "icgan", "--k", "2", "--weights", tiny_weights(),
+                 "--out", str(out), "--shard-size", "5", "--view-size", "16", "--source-copy", source_copy,
+                 "--no-progress"]) == 0
+    header = json.loads((out / "genview.json").read_text())
+    assert header["format_version"] == 2 and sorted(p.name for p in (out / "stats").iterdir()) == [
+        "000000.json", "000001.json", "000002.json"]
+    index = StoreIndex(str(out))
+    assert index.num_samples == 12 and index.has_source == (source_copy != "none")
+    ds = GenViewDataset(str(out), SinglePolicy(p=1.0, crop_size=8), rank=0, world_size=2, seed=0)
+    loader = ds.loader(4, num_workers=2)
+    ids = [int(i) for batch in loader for i in batch["source_id"]]
+    assert len(loader) == 2 and len(ids) == 6
+    exact = [s["source_id"] for r in range(2) for s in GenViewDataset(str(out), SinglePolicy(p=1.0, crop_size=8),
+                                                                       rank=r, world_size=2, even_ranks="none")]
+    assert Counter(exact) == Counter(range(12))
+    report = pull_store(str(out), str(tmp_path / "copy"))  # the shard check with sha256, per shard
+    assert report.shards_copied == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "copy" / "stats").iterdir()) == ["000000.json", "000001.json", "000002.json"]
+    assert main(["verify", str(tmp_path / "copy")]) == 0
