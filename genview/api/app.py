@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 from typing import AsyncIterator
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from genview import __version__
 from genview.api.db import init_db, make_engine, make_sessionmaker
+from genview.api.errors import install_error_handlers
 from genview.api.executors import Executor, make_executor
 from genview.api.metrics import MetricsMiddleware, RequestMetrics
 from genview.api.progress import ProgressReader
@@ -19,6 +21,7 @@ from genview.api.routers import health, jobs, models
 from genview.api.security import Authenticator
 from genview.api.service import AppContext
 from genview.api.settings import Settings, load_settings
+from genview.api.status_cache import StatusCache
 
 DESCRIPTION = """\
 Submit `genview generate` jobs over HTTP and follow them. A job's spec has the same fields and
@@ -43,12 +46,15 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         progress = ProgressReader(settings.progress_cache_seconds)
         runner = executor or make_executor(settings)
         dispatcher = Dispatcher(sessions, runner, progress, settings.max_running_jobs,
-                                settings.reconcile_interval, settings.cancel_grace_seconds)
+                                settings.reconcile_interval, settings.cancel_grace_seconds, settings.replica_name)
         # Before the first request: find jobs an earlier service process left running.
         await run_in_threadpool(dispatcher.run_once)
+        status_cache = StatusCache(settings.status_cache_seconds)
+        dispatcher.on_change = status_cache.forget
         dispatcher.start()
         app.state.ctx = AppContext(settings=settings, sessions=sessions, executor=runner, dispatcher=dispatcher,
-                                   progress=progress, authenticator=Authenticator(settings), engine=engine)
+                                   progress=progress, authenticator=Authenticator(settings), engine=engine,
+                                   status_cache=status_cache, submit_limiter=anyio.CapacityLimiter(settings.submit_threads))
         try:
             yield
         finally:
@@ -68,9 +74,14 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
             {"name": "service", "description": "health and metrics"},
         ],
     )
+    install_error_handlers(app)
     app.state.metrics = RequestMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(models.router, prefix="/v1")
     app.include_router(health.router)
+    # The web dashboard (pages at /, fragments under /ui): same tokens, same job records.
+    from genview.web.dashboard import create_dashboard_router
+
+    app.include_router(create_dashboard_router(list(settings.tokens)))
     return app

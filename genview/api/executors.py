@@ -62,7 +62,8 @@ class Executor(Protocol):
 
     name: str
 
-    def start(self, job_id: str, spec: GenerateSpec, read_roots: Sequence[str]) -> StartInfo:
+    def start(self, job_id: str, spec: GenerateSpec, read_roots: Sequence[str],
+              weight_roots: Sequence[str] = ()) -> StartInfo:
         """Start the worker of a job; return how to find it again."""
 
     def poll(self, job: JobRef) -> WorkerStatus:
@@ -82,11 +83,14 @@ def worker_command(
     base_dir: str,
     status_file: str | None,
     generate_args: Sequence[str] = (),
+    weight_roots: Sequence[str] = (),
 ) -> list[str]:
     """The argv of a job worker (`python -m genview.api.worker ...`)."""
     cmd = [python, "-m", "genview.api.worker", "--spec-json", spec.model_dump_json(), "--base-dir", base_dir]
     for root in read_roots:
         cmd.append(f"--read-root={root}")
+    for root in weight_roots:
+        cmd.append(f"--weight-root={root}")
     if status_file:
         cmd.append(f"--status-file={status_file}")
     for arg in generate_args:
@@ -156,7 +160,8 @@ class LocalProcessExecutor:
         """Folder holding a job's log and exit status."""
         return os.path.join(self.jobs_dir, job_id)
 
-    def start(self, job_id: str, spec: GenerateSpec, read_roots: Sequence[str]) -> StartInfo:
+    def start(self, job_id: str, spec: GenerateSpec, read_roots: Sequence[str],
+              weight_roots: Sequence[str] = ()) -> StartInfo:
         """Start the worker in a new session with its output in the job's log file."""
         import psutil
 
@@ -169,7 +174,7 @@ class LocalProcessExecutor:
         for name in _PRIVATE_ENV:
             env.pop(name, None)
         env["PYTHONUNBUFFERED"] = "1"
-        cmd = worker_command(self.python, spec, read_roots, self.base_dir, status_file, self.generate_args)
+        cmd = worker_command(self.python, spec, read_roots, self.base_dir, status_file, self.generate_args, weight_roots)
         with open(os.path.join(job_dir, LOG_NAME), "ab") as log:
             # A new session: the worker is not killed with the service, and killpg reaches all it spawns.
             popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -268,10 +273,12 @@ class RayJobsExecutor:
         self.generate_args = list(generate_args)
         self.python = python
 
-    def start(self, job_id: str, spec: GenerateSpec, read_roots: Sequence[str]) -> StartInfo:
+    def start(self, job_id: str, spec: GenerateSpec, read_roots: Sequence[str],
+              weight_roots: Sequence[str] = ()) -> StartInfo:
         """Submit the worker command as a Ray job named genview-ID."""
         submission_id = f"genview-{job_id}"
-        entrypoint = shlex.join(worker_command(self.python, spec, read_roots, self.base_dir, None, self.generate_args))
+        entrypoint = shlex.join(worker_command(self.python, spec, read_roots, self.base_dir, None, self.generate_args,
+                                               weight_roots))
         returned = self.client.submit_job(
             entrypoint=entrypoint,
             submission_id=submission_id,

@@ -113,12 +113,11 @@ def resolve(value: str, *, field: str, roots: Sequence[str], base_dir: str, what
     local_roots = [r for r in roots if split_url(r) is None]
     if any(_under(real, root) for root in local_roots):
         return real
-    shown = ", ".join(local_roots) or "none"
+    # The messages quote only what the client sent: never the roots, the service folder or a
+    # symlink's target (they describe the host, and the client may not know them).
     if any(_under(absolute, root) for root in local_roots):
-        raise PathRefused(field, f"{value!r} resolves through a symlink to {real}, outside your {what} roots ({shown})")
-    if parts is None and not os.path.isabs(os.path.expanduser(value)):
-        raise PathRefused(field, f"{value!r} (relative to {base_dir}) is outside your {what} roots ({shown})")
-    raise PathRefused(field, f"{value!r} is outside your {what} roots ({shown})")
+        raise PathRefused(field, f"{value!r} leads through a symbolic link to outside your {what} roots")
+    raise PathRefused(field, f"{value!r} is outside your {what} roots")
 
 
 def first_outside(uris: Iterable[str], roots: Sequence[str], base_dir: str) -> tuple[str, str] | None:

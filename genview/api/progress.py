@@ -38,6 +38,7 @@ class _StoreState:
         self.sources_total: int | None = None
         self.shards_total: int | None = None
         self.stats: dict[int, tuple[dict[str, Any], float | None]] = {}
+        self.live: dict[str, Any] | None = None  # OUT/_progress.json of a running job, re-read every time
         self.read_at = 0.0
         self.lock = threading.Lock()
 
@@ -63,6 +64,7 @@ class ProgressReader:
             shards = store.read_sources().column("shard")
             state.sources_total = len(shards)
             state.shards_total = (max(shards.to_pylist()) + 1) if len(shards) else 0
+        state.live = read_live(store)
         version = store.format_version
         markers_dir = store.path(layout.markers_dir(version))
         if not store.fs.exists(markers_dir):
@@ -88,13 +90,44 @@ class ProgressReader:
                     pass  # store not created yet, or unreachable: report what is known
                 state.read_at = time.monotonic()
             stats = dict(state.stats)
-            sources_total, shards_total = state.sources_total, state.shards_total
-        return summarize(stats, sources_total, shards_total, started_at, now)
+            sources_total, shards_total, live = state.sources_total, state.shards_total, state.live
+        return summarize(stats, sources_total, shards_total, started_at, now, live=live)
 
     def forget(self, out: str) -> None:
         """Drop the cache of a store (a finished job's progress is kept in the database instead)."""
         with self._lock:
             self._stores.pop(out, None)
+
+
+def read_live(store: Store) -> dict[str, Any] | None:
+    """The live progress file of a running job (None when absent or being replaced)."""
+    try:
+        return json.loads(store.fs.cat_file(store.path(layout.LIVE_PROGRESS_FILE)))
+    except (OSError, ValueError):
+        return None
+
+
+#: A live file older than the job's start by more than this is a dead earlier run's leftover.
+_LIVE_CLOCK_SLACK = 5.0
+
+
+def _live_counts(live: dict[str, Any] | None, done: set[int], start: float | None) -> tuple[int, int, int, float | None]:
+    """Sources, views, failed inside running shards (those without a done marker yet), and the run's views/s."""
+    if not live or (start is not None and float(live.get("started_at") or 0) < start - _LIVE_CLOCK_SLACK):
+        return 0, 0, 0, None
+    sources = views = failed = 0
+    for shard, counts in (live.get("running_shards") or {}).items():
+        if int(shard) in done:
+            continue  # committed since the file was written: the marker counts it
+        sources += max(int(counts[0]), 0)
+        views += max(int(counts[1]), 0)
+        failed += max(int(counts[2]), 0)
+    rate = None
+    first, updated = live.get("first_source_at"), live.get("updated_at")
+    # Under half a second after the first source the span is too short for a meaningful rate.
+    if first is not None and updated is not None and updated - first >= 0.5 and int(live.get("run_views") or 0) > 0:
+        rate = int(live["run_views"]) / (float(updated) - float(first))
+    return sources, views, failed, rate
 
 
 def summarize(
@@ -103,13 +136,17 @@ def summarize(
     shards_total: int | None,
     started_at: dt.datetime | None,
     now: float | None = None,
+    live: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Total done shards; rate and ETA from the shards this job finished (by marker time)."""
+    """Total done shards plus what running shards reported; rate and ETA from this job's run."""
     now = time.time() if now is None else now
-    sources_done = sum(int(s.get("sources", 0)) for s, _ in stats.values())
-    views = sum(int(s.get("views", 0)) for s, _ in stats.values())
-    failed = sum(int(s.get("failed", 0)) for s, _ in stats.values())
     start = started_at.timestamp() if started_at is not None else None
+    running_sources, running_views, running_failed, live_rate = _live_counts(live, set(stats), start)
+    sources_done = sum(int(s.get("sources", 0)) for s, _ in stats.values()) + running_sources
+    if sources_total is not None:
+        sources_done = min(sources_done, sources_total)
+    views = sum(int(s.get("views", 0)) for s, _ in stats.values()) + running_views
+    failed = sum(int(s.get("failed", 0)) for s, _ in stats.values()) + running_failed
     mine = sorted(
         ((mtime, s) for s, mtime in stats.values() if start is not None and mtime is not None and mtime >= start),
         key=lambda pair: pair[0],
@@ -126,6 +163,11 @@ def summarize(
         if seconds > 0:
             views_per_second = int(first.get("views", 0)) / seconds
             sources_per_second = int(first.get("sources", 0)) / seconds
+    if live_rate is not None:
+        # The live file counts every source of this run since the first one: the most current rate.
+        run_views = int(live.get("run_views") or 0)
+        views_per_second = live_rate
+        sources_per_second = live_rate * int(live.get("run_sources") or 0) / run_views if run_views else None
     eta = None
     if sources_total is not None:
         remaining = max(sources_total - sources_done, 0)
@@ -143,6 +185,9 @@ def summarize(
         "views_per_second": round(views_per_second, 3) if views_per_second is not None else None,
         "eta_seconds": round(eta, 1) if eta is not None else None,
         "fraction": round(sources_done / sources_total, 4) if sources_total else None,
+        "sources_in_running_shards": running_sources,
+        "views_in_running_shards": running_views,
+        "live_updated_at": float(live["updated_at"]) if running_sources or running_views else None,
     }
 
 

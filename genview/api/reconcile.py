@@ -10,14 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from typing import Callable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from genview.api.db import Job, utcnow
 from genview.api.executors import Executor, WorkerStatus
 from genview.api.progress import ProgressReader, store_complete
-from genview.api.schemas import JobState
+from genview.api.schemas import IN_FLIGHT, JobState
 from genview.pipeline.spec import GenerateSpec
 
 log = logging.getLogger("genview.api")
@@ -30,8 +31,9 @@ class Dispatcher:
     """Moves jobs through queued -> running -> terminal states; one pass at a time."""
 
     def __init__(self, sessions: sessionmaker[Session], executor: Executor, progress: ProgressReader,
-                 max_running: int, interval: float, cancel_grace: float):
+                 max_running: int, interval: float, cancel_grace: float, replica: str = "local"):
         self.sessions = sessions
+        self.replica = replica
         self.executor = executor
         self.progress = progress
         self.max_running = max_running
@@ -42,6 +44,12 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.finished_counts: dict[str, int] = {}
+        #: Called with (owner, public id) whenever this dispatcher changes a job (the status cache listens).
+        self.on_change: Callable[[str, str], None] | None = None
+
+    def _changed(self, job: Job) -> None:
+        if self.on_change is not None:
+            self.on_change(job.owner, job.public_id)
 
     # -- the loop ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -77,13 +85,21 @@ class Dispatcher:
             self.reconcile_running()
             self.start_queued()
 
+    # -- ownership ---------------------------------------------------------------------------
+    def _mine(self):
+        """The running jobs this replica watches: its own local workers (a pid means nothing on
+        another machine), or every Ray job (the cluster is shared by all replicas)."""
+        where = [Job.state == JobState.running.value, Job.executor == self.executor.name]
+        if self.executor.name == "local":
+            # Rows from before replicas existed have no claimant: the (only) service watches them.
+            where.append(or_(Job.claimed_by == self.replica, Job.claimed_by.is_(None)))
+        return where
+
     # -- reconcile -----------------------------------------------------------------------------
     def reconcile_running(self) -> None:
-        """Check every running job of this executor against its worker."""
+        """Check every running job this replica watches against its worker."""
         with self.sessions() as session:
-            jobs = session.scalars(
-                select(Job).where(Job.state == JobState.running.value, Job.executor == self.executor.name)
-            ).all()
+            jobs = session.scalars(select(Job).where(*self._mine())).all()
             for job in jobs:
                 self.reconcile_job(session, job)
 
@@ -115,13 +131,18 @@ class Dispatcher:
             state = JobState.failed
             error = status.error or f"worker exited with code {status.exit_code}"
         self.progress.forget(job.out)
-        job.progress = self.progress.read(job.out, job.started_at)
+        progress = self.progress.read(job.out, job.started_at)
         self.progress.forget(job.out)
-        job.state = state.value
-        job.error = error
-        job.exit_code = status.exit_code
-        job.finished_at = utcnow()
+        # Conditional: when two replicas both see a worker end, only the first records it.
+        recorded = session.execute(
+            update(Job).where(Job.id == job.id, Job.state.in_(IN_FLIGHT))
+            .values(state=state.value, error=error, exit_code=status.exit_code, finished_at=utcnow(), progress=progress)
+        ).rowcount
         session.commit()
+        session.refresh(job)
+        self._changed(job)
+        if not recorded:
+            return
         self.finished_counts[state.value] = self.finished_counts.get(state.value, 0) + 1
         log.info("job %s %s%s", job.id, state.value, f": {error}" if error else "")
 
@@ -129,7 +150,7 @@ class Dispatcher:
     def start_queued(self) -> None:
         """Start the oldest queued jobs while fewer than max_running jobs run."""
         with self.sessions() as session:
-            running = session.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.running.value))
+            running = session.scalar(select(func.count()).select_from(Job).where(*self._mine()))
             free = self.max_running - int(running or 0)
             if free <= 0:
                 return
@@ -137,18 +158,22 @@ class Dispatcher:
                 select(Job).where(Job.state == JobState.queued.value).order_by(Job.created_at).limit(free)
             ).all()
             for job in queued:
-                # Claim atomically: with several service processes on one database only one starts it.
+                # Claim atomically: with several replicas on one database only one starts it (the
+                # UPDATE's WHERE is re-checked under the row lock; the loser updates no row).
                 claimed = session.execute(
                     update(Job).where(Job.id == job.id, Job.state == JobState.queued.value)
-                    .values(state=JobState.running.value, started_at=utcnow(), executor=self.executor.name)
+                    .values(state=JobState.running.value, started_at=utcnow(), executor=self.executor.name,
+                            claimed_by=self.replica)
                 ).rowcount
                 session.commit()
                 if not claimed:
                     continue
                 session.refresh(job)
+                self._changed(job)
                 self.progress.forget(job.out)
                 try:
-                    info = self.executor.start(job.id, GenerateSpec.model_validate(job.spec), job.read_roots)
+                    info = self.executor.start(job.id, GenerateSpec.model_validate(job.spec), job.read_roots,
+                                               job.weight_roots or [])
                 except Exception as exc:
                     log.exception("could not start job %s", job.id)
                     self.finish(session, job, WorkerStatus(running=False, error=f"could not start the worker: {exc}"))
@@ -156,6 +181,7 @@ class Dispatcher:
                 job.pid, job.pid_start_time = info.pid, info.pid_start_time
                 job.external_id, job.job_dir = info.external_id, info.job_dir
                 session.commit()
+                self._changed(job)
                 log.info("job %s started (%s)", job.id, info)
 
     # -- cancel ------------------------------------------------------------------------------------
@@ -170,6 +196,7 @@ class Dispatcher:
             ).rowcount
             session.commit()
             session.refresh(job)
+            self._changed(job)
             if cancelled_queued:
                 job.progress = self.progress.read(job.out, None)
                 session.commit()
@@ -177,7 +204,9 @@ class Dispatcher:
                 return
             if job.state != JobState.running.value:
                 return
-            if job.executor == self.executor.name:
+            if job.executor == self.executor.name and (
+                    self.executor.name != "local" or job.claimed_by in (self.replica, None)):
+                # Another machine's local worker is stopped by its own replica (it sees cancel_requested).
                 self.executor.cancel(job, self.cancel_grace)
                 self.reconcile_job(session, job)
         self.wake()

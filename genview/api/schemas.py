@@ -4,14 +4,51 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from genview.generator.registry import model_params
 from genview.pipeline.spec import GenerateSpec
 
 #: Client-chosen job ids and idempotency keys: safe as a folder name, never '.' or '..'.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+#: Deepest nesting a job body may have (params values are scalars: body -> params -> value is 2).
+MAX_BODY_DEPTH = 4
+
+
+def _has_surrogate(text: str) -> bool:
+    """True for text that is not valid Unicode (JSON allows lone \\ud800 escapes; UTF-8 cannot encode them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def malformed_json(value: Any, where: str = "body", depth: int = 0) -> str | None:
+    """Why a decoded JSON body is unusable (too deeply nested, a lone surrogate), naming where; None if fine."""
+    if depth > MAX_BODY_DEPTH:
+        return f"{where}: nested more than {MAX_BODY_DEPTH} levels deep"
+    if isinstance(value, str):
+        return f"{where}: text with a lone UTF-16 surrogate (not valid Unicode)" if _has_surrogate(value) else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and _has_surrogate(key):
+            return f"{where}: a key with a lone UTF-16 surrogate (not valid Unicode)"
+        name = key if where == "body" else f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
+        problem = malformed_json(item, name, depth + 1)
+        if problem is not None:
+            return problem
+    return None
 
 
 class JobState(str, enum.Enum):
@@ -34,6 +71,7 @@ class JobCreate(GenerateSpec):
     model_config = ConfigDict(
         extra="forbid",
         protected_namespaces=(),
+        allow_inf_nan=False,  # NaN/Infinity are valid Python JSON but never a valid setting
         json_schema_extra={
             "examples": [
                 {"source": "images/train", "model": "icgan", "weights": "weights/icgan", "k": 4, "seed": 0,
@@ -62,6 +100,36 @@ class JobCreate(GenerateSpec):
             raise ValueError("where jobs run is set by the service (GENVIEW_RAY_ADDRESS / generate_args), not per job")
         return None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _well_formed(cls, data: Any) -> Any:
+        # Before any field is looked at: pydantic cannot even build an error message that quotes a
+        # lone surrogate, and nothing here needs more than a few levels of nesting.
+        problem = malformed_json(data)
+        if problem is not None:
+            raise ValueError(problem)
+        return data
+
+    @field_validator("params")
+    @classmethod
+    def _declared_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Checked before the job is accepted, so that a bad param is a 422 and not a failed job, and
+        # so that a param naming a file is only accepted where the model declares it (then the
+        # service resolves it under the read roots like any other path).
+        model = info.data.get("model")
+        declared = model_params(model) if model else {}
+        for name, item in value.items():
+            if model and name not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                raise ValueError(f"params.{name}: unknown {model} param; known: {known}")
+            if item is not None and not isinstance(item, (str, bool, int, float)):
+                raise ValueError(f"params.{name}: must be a number, string, true/false or null, not a list or object")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"params.{name}: must be a finite number")
+            if declared.get(name) == "path" and item is not None and not isinstance(item, str):
+                raise ValueError(f"params.{name}: must be a path (a string)")
+        return value
+
     def to_spec(self, **resolved: Any) -> GenerateSpec:
         """Return the GenerateSpec the worker runs, with paths replaced by their resolved forms."""
         data = self.model_dump(exclude={"id"})
@@ -81,6 +149,9 @@ class Progress(BaseModel):
     views_per_second: float | None = Field(description="throughput over shards finished by this job")
     eta_seconds: float | None = Field(description="estimated seconds to finish at the current rate")
     fraction: float | None = Field(description="sources_done / sources_total")
+    sources_in_running_shards: int = Field(default=0, description="sources done inside shards still running (included in sources_done)")
+    views_in_running_shards: int = Field(default=0, description="views made inside shards still running (included in views_written)")
+    live_updated_at: float | None = Field(default=None, description="epoch seconds of the worker's last in-shard report, while shards run")
 
 
 class Execution(BaseModel):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hmac
 import os
 import posixpath
+from typing import Any
 
 from fastapi import HTTPException, status
 
 from genview.api.paths import PathInvalid, PathRefused, is_inside, resolve, split_url
 from genview.api.schemas import JobCreate
 from genview.api.settings import Principal, Settings
+from genview.generator.registry import path_params
 from genview.pipeline.spec import GenerateSpec
 
 
@@ -68,31 +70,77 @@ def _default_out(source: str, model: str, k: int, root: str) -> str:
     return f"{root.rstrip('/')}/{name}" if split_url(root) else os.path.join(root, name)
 
 
+def _check_exists(resolved: str, given: str, field: str, hint: str = "") -> None:
+    """422 when a resolved local path is missing (URLs are checked by the worker when it reads them)."""
+    if split_url(resolved) is None and not os.path.exists(resolved):
+        raise _invalid(field, f"{given!r} does not exist{hint}")
+
+
+def _resolve_path_params(body: JobCreate, roots: list[str], settings: Settings) -> dict[str, Any]:
+    """The params with every path-valued one (as the model declares them) resolved under `roots`."""
+    params = dict(body.params)
+    for name in path_params(body.model):
+        if name in params and params[name] is not None:
+            field = f"params.{name}"
+            params[name] = _check(str(params[name]), field, roots, settings, "source or model")
+            _check_exists(params[name], body.params[name], field)
+    return params
+
+
+def _limited(body: JobCreate, settings: Settings) -> dict[str, Any]:
+    """workers / io_threads / batch_size: the service's default when not given, 422 above its cap."""
+    chosen: dict[str, Any] = {}
+    for field, default, cap in (
+        ("workers", settings.default_workers, settings.max_workers),
+        ("io_threads", settings.default_io_threads, settings.max_io_threads),
+        ("batch_size", settings.default_batch_size, settings.max_batch_size),
+    ):
+        value = getattr(body, field) if field in body.model_fields_set else None
+        if value is None:
+            chosen[field] = default if (default is None or cap is None) else min(default, cap)
+            continue
+        if cap is None or cap < 1:
+            raise _invalid(field, f"this service does not take {field} from requests (its operator sets it)")
+        if value > cap:
+            raise _invalid(field, f"must be at most {cap} on this service (its operator's GENVIEW_MAX_{field.upper()})")
+        chosen[field] = value
+    return chosen
+
+
 def authorize_spec(body: JobCreate, principal: Principal, settings: Settings) -> GenerateSpec:
-    """Return the spec to run with every path resolved, or raise 403 (not yours) / 422 (malformed)."""
+    """Return the spec to run with every path resolved, or raise 403 (not yours) / 422 (malformed).
+
+    Every path the spec can carry is resolved here, before the job is accepted: source, out, weights,
+    encoder_weights and each param the model declares as a path (registry.path_params). The worker
+    checks them again before it opens anything.
+    """
     read_roots = principal.source_roots
     weight_roots = settings.read_roots(principal)
+    limits = _limited(body, settings)
     source = _check(body.source, "source", read_roots, settings, "source")
-    if split_url(source) is None and not os.path.exists(source):
-        raise _invalid("source", f"{body.source!r} does not exist")
+    _check_exists(source, body.source, "source")
     weights = _check(body.weights, "weights", weight_roots, settings, "source or model")
-    if split_url(weights) is None and not os.path.exists(weights):
-        raise _invalid("weights", f"{body.weights!r} does not exist (hub ids are not accepted here: put the checkpoint under a model root)")
+    _check_exists(weights, body.weights, "weights", " (hub ids are not accepted here: put the checkpoint under a model root)")
     encoder = None
     if body.encoder_weights is not None:
+        if "encoder_weights" not in path_params(body.model):
+            raise _invalid("encoder_weights", f"model {body.model} takes no separate encoder weights")
+        if body.params.get("encoder_weights") is not None:
+            raise _invalid("encoder_weights", "give it once: as encoder_weights or as params.encoder_weights, not both")
         encoder = _check(body.encoder_weights, "encoder_weights", weight_roots, settings, "source or model")
-        if split_url(encoder) is None and not os.path.exists(encoder):
-            raise _invalid("encoder_weights", f"{body.encoder_weights!r} does not exist")
+        _check_exists(encoder, body.encoder_weights, "encoder_weights")
+    params = _resolve_path_params(body, weight_roots, settings)
     if body.out is not None:
         out = _check(body.out, "out", principal.output_roots, settings, "output")
     else:
         out = _check(_default_out(source, body.model, body.k, principal.output_roots[0]), "out",
                      principal.output_roots, settings, "output")
     if split_url(out) is None:
+        shown = repr(body.out) if body.out is not None else "the default store folder"
         if is_inside(out, settings.resolved_jobs_dir):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"out: {out} is the service's job folder")
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"out: {shown} is inside the service's job folder")
         if os.path.exists(out) and not os.path.isdir(out):
-            raise _invalid("out", f"{body.out!r} exists and is not a folder")
+            raise _invalid("out", f"{shown} exists and is not a folder")
         if posixpath.normpath(out) == posixpath.normpath(source):
             raise _invalid("out", "must differ from source")
-    return body.to_spec(source=source, weights=weights, encoder_weights=encoder, out=out)
+    return body.to_spec(source=source, weights=weights, encoder_weights=encoder, out=out, params=params, **limits)

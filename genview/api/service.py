@@ -20,6 +20,7 @@ from genview.api.reconcile import Dispatcher
 from genview.api.schemas import IN_FLIGHT, TERMINAL, Execution, JobCreate, JobPublic, JobState, Progress
 from genview.api.security import Authenticator, authorize_spec
 from genview.api.settings import Principal, Settings
+from genview.api.status_cache import StatusCache
 from genview.pipeline.spec import GenerateSpec
 
 
@@ -34,11 +35,18 @@ class AppContext:
     progress: ProgressReader
     authenticator: Authenticator
     engine: Any
+    status_cache: StatusCache = dataclasses.field(default_factory=StatusCache)
+    submit_limiter: Any = None  # anyio.CapacityLimiter for POST /v1/jobs (None: the default threadpool)
 
 
 def spec_digest(spec: GenerateSpec) -> str:
     """Stable hash of a resolved spec (two submissions are the same job when these agree)."""
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def request_digest(body: JobCreate) -> str:
+    """Stable hash of a submission as the client sent it (before any path is resolved)."""
+    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -47,7 +55,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def _not_found(job_id: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id!r}")
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"you have no job {job_id!r}")
 
 
 def to_public(ctx: AppContext, job: Job) -> JobPublic:
@@ -60,7 +68,7 @@ def to_public(ctx: AppContext, job: Job) -> JobPublic:
         except Exception:  # an unreadable store must not break status reads
             progress = empty_progress()
     return JobPublic(
-        id=job.id,
+        id=job.public_id,
         owner=job.owner,
         state=JobState(job.state),
         spec=job.spec,
@@ -75,22 +83,21 @@ def to_public(ctx: AppContext, job: Job) -> JobPublic:
     )
 
 
-def _replay_or_conflict(existing: Job, principal: Principal, digest: str, spec: GenerateSpec, by: str) -> Job:
+def _replay_or_conflict(existing: Job, digest: str, spec: GenerateSpec, by: str) -> Job:
     """Return the earlier job for an identical resubmission; 409 when the key is reused for another spec."""
-    if existing.owner != principal.name:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job id {existing.id!r} is already taken")
     if existing.spec_digest != digest:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            detail=f"{by} was already used for job {existing.id} with a different spec: "
+            detail=f"{by} was already used for job {existing.public_id} with a different spec: "
             + _differences(existing.spec, spec.model_dump(mode="json")),
         )
     return existing
 
 
 def _find_existing(session: Session, principal: Principal, job_id: str | None, key: str | None) -> tuple[Job | None, str]:
+    """The caller's own earlier job with this id or key (ids are per owner: others' jobs are never found)."""
     if job_id is not None:
-        job = session.get(Job, job_id)
+        job = session.scalar(select(Job).where(Job.owner == principal.name, Job.public_id == job_id))
         if job is not None:
             return job, f"job id {job_id!r}"
     if key is not None:
@@ -103,12 +110,15 @@ def _find_existing(session: Session, principal: Principal, job_id: str | None, k
 def submit(ctx: AppContext, session: Session, principal: Principal, body: JobCreate,
            idempotency_key: str | None) -> tuple[Job, bool]:
     """Create a job (True) or return the one an earlier identical submission made (False)."""
-    spec = authorize_spec(body, principal, ctx.settings)
-    digest = spec_digest(spec)
     key = idempotency_key if idempotency_key is not None else body.id
     existing, by = _find_existing(session, principal, body.id, key)
+    request = request_digest(body)
+    if existing is not None and existing.request_digest == request:
+        return existing, False  # the very request that made it: checked then, no need to resolve it again
+    spec = authorize_spec(body, principal, ctx.settings)
+    digest = spec_digest(spec)
     if existing is not None:
-        return _replay_or_conflict(existing, principal, digest, spec, by), False
+        return _replay_or_conflict(existing, digest, spec, by), False
     in_flight = session.scalar(
         select(func.count()).select_from(Job).where(Job.owner == principal.name, Job.state.in_(IN_FLIGHT))
     )
@@ -121,19 +131,24 @@ def submit(ctx: AppContext, session: Session, principal: Principal, body: JobCre
         )
     busy = session.scalar(select(Job).where(Job.out == spec.out, Job.state.in_(IN_FLIGHT)))
     if busy is not None:
-        detail = f"out: job {busy.id} is already writing {spec.out}; cancel it or wait"
+        shown = repr(body.out) if body.out is not None else "the default store folder"
+        detail = f"out: your job {busy.public_id} is already writing {shown}; cancel it or wait"
         if busy.owner != principal.name:
-            detail = f"out: another job is already writing {spec.out}"
+            detail = f"out: another job is already writing {shown}"
         raise HTTPException(status.HTTP_409_CONFLICT, detail=detail)
+    internal_id = f"job-{uuid.uuid4().hex[:16]}"
     job = Job(
-        id=body.id or f"job-{uuid.uuid4().hex[:16]}",
+        id=internal_id,
+        public_id=body.id or internal_id,
         owner=principal.name,
         idempotency_key=key,
         state=JobState.queued.value,
         spec=spec.model_dump(mode="json"),
         spec_digest=digest,
+        request_digest=request,
         out=spec.out,
         read_roots=list(principal.source_roots),
+        weight_roots=ctx.settings.read_roots(principal),
         executor=ctx.executor.name,
         cancel_requested=False,
         created_at=utcnow(),
@@ -147,15 +162,15 @@ def submit(ctx: AppContext, session: Session, principal: Principal, body: JobCre
         existing, by = _find_existing(session, principal, body.id, key)
         if existing is None:
             raise
-        return _replay_or_conflict(existing, principal, digest, spec, by), False
+        return _replay_or_conflict(existing, digest, spec, by), False
     ctx.dispatcher.wake()
     return job, True
 
 
 def get_job(session: Session, principal: Principal, job_id: str) -> Job:
     """The caller's job, or 404 (other owners' jobs are not revealed)."""
-    job = session.get(Job, job_id)
-    if job is None or job.owner != principal.name:
+    job = session.scalar(select(Job).where(Job.owner == principal.name, Job.public_id == job_id))
+    if job is None:
         raise _not_found(job_id)
     return job
 
@@ -176,7 +191,8 @@ def cancel_job(ctx: AppContext, session: Session, principal: Principal, job_id: 
     """Cancel the caller's queued or running job; 409 if it already ended."""
     job = get_job(session, principal, job_id)
     if job.state in TERMINAL:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id} already {job.state}")
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id!r} already {job.state}")
     ctx.dispatcher.cancel(session, job)
     session.refresh(job)
+    ctx.status_cache.forget(job.owner, job.public_id)
     return job

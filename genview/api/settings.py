@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -85,6 +86,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body accepted (413 above)")
     reconcile_interval: float = Field(default=2.0, gt=0, description="seconds between job state reconciliations")
     progress_cache_seconds: float = Field(default=1.0, ge=0, description="how long a store progress reading is reused")
+    status_cache_seconds: float = Field(
+        default=0.5, ge=0, le=10, description="how long a GET /v1/jobs/{id} reply is reused (0: never); this process's own changes show at once")
+    gil_switch_interval: float = Field(
+        default=0.001, gt=0, le=0.1, description="sys.setswitchinterval of the server process (seconds)")
+    submit_threads: int = Field(
+        default=4, ge=1, le=64, description="submissions handled at once; the rest wait without holding a request thread")
     cancel_grace_seconds: float = Field(default=10.0, ge=0, description="SIGTERM -> SIGKILL grace when cancelling")
     worker_python: str = Field(default=sys.executable, description="python that runs local workers")
     ray_address: str | None = Field(default=None, description="Ray dashboard address; when set, jobs run as Ray jobs")
@@ -92,7 +99,18 @@ class Settings(BaseSettings):
     ray_worker_python: str = Field(default="python", description="python on the Ray cluster that runs the worker")
     generate_args: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="extra `genview generate` flags for every job, e.g. --ray-address,auto")
-    metrics_require_auth: bool = Field(default=False, description="require a token for /metrics")
+    metrics_require_auth: bool = Field(
+        default=True, description="require a bearer token for /metrics; set false to let anyone who reaches the port scrape it")
+    # Per-job machine resources are the operator's, not the client's: defaults and caps.
+    default_workers: int | None = Field(default=None, ge=1, description="Ray actors per job when a request gives none (None: in-process)")
+    max_workers: int = Field(default=0, ge=0, le=4096, description="most Ray actors a request may ask for (0: requests may not ask)")
+    default_io_threads: int = Field(default=4, ge=1, le=64, description="read/decode/encode threads per job when a request gives none")
+    max_io_threads: int = Field(default=8, ge=1, le=64, description="most io_threads a request may ask for")
+    default_batch_size: int = Field(default=32, ge=1, le=4096, description="generator batch per job when a request gives none")
+    max_batch_size: int = Field(default=256, ge=1, le=4096, description="most batch_size a request may ask for")
+    replica_name: str = Field(
+        default_factory=socket.gethostname, min_length=1, max_length=128,
+        description="this replica's name; local workers are watched only by replicas of the same name (same machine)")
     log_level: str = Field(default="info", description="uvicorn log level")
 
     @field_validator("tokens", mode="before")

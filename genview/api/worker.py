@@ -99,6 +99,32 @@ def check_listing(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str) 
     return f"source {spec.source} lists {uri}, which you may not read: {reason}"
 
 
+def check_model_paths(spec: GenerateSpec, weight_roots: Sequence[str], base_dir: str) -> str | None:
+    """Return why the job may not run when its weights or a path param lie outside `weight_roots`, else None.
+
+    The service checked these before accepting the job; checking again here means a record edited
+    in the database, or a service bug, still cannot make the worker open an unchecked file.
+    """
+    from genview.api.paths import PathInvalid, PathRefused, resolve
+    from genview.generator.registry import model_params
+
+    declared = model_params(spec.model)
+    named = [("weights", spec.weights), ("encoder_weights", spec.encoder_weights)]
+    for name, value in sorted(spec.params.items()):
+        if declared.get(name) == "path":
+            named.append((f"params.{name}", value))
+        elif isinstance(value, str) and name not in declared:
+            return f"params.{name}: not a param of {spec.model}"
+    for field, value in named:
+        if value is None:
+            continue
+        try:
+            resolve(str(value), field=field, roots=weight_roots, base_dir=base_dir, what="source or model")
+        except (PathRefused, PathInvalid) as exc:
+            return str(exc)
+    return None
+
+
 def write_status(path: str, status: dict[str, Any]) -> None:
     """Write the exit-status json atomically (the service may read it at any moment)."""
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -113,10 +139,14 @@ def _terminate(signum: int, _frame: Any) -> None:
 
 
 def _generate(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extra_args: Sequence[str],
-              tail: _TailingStream) -> tuple[int, str | None]:
+              tail: _TailingStream, weight_roots: Sequence[str] = ()) -> tuple[int, str | None]:
     """Check what the job would read, then run `genview generate`; return (exit code, error)."""
     from genview.cli.main import main as cli_main
 
+    refused = check_model_paths(spec, weight_roots, base_dir) if weight_roots else None
+    if refused is not None:
+        print(f"genview worker: error: {refused}", file=sys.stderr)
+        return EXIT_REFUSED, refused
     try:
         refused = check_listing(spec, read_roots, base_dir) if read_roots else None
     except (ValueError, OSError) as exc:
@@ -126,16 +156,18 @@ def _generate(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extr
     if refused is not None:
         print(f"genview worker: error: {refused}", file=sys.stderr)
         return EXIT_REFUSED, refused
-    code = cli_main(spec_to_argv(spec, extra_args))
+    # --live-progress: the service sees sources and views done inside a running shard.
+    code = cli_main(spec_to_argv(spec, ["--live-progress", *extra_args]))
     return code, None if code == 0 else (tail.error_text() or f"genview generate exited with code {code}")
 
 
-def run(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, status_file: str | None, extra_args: Sequence[str]) -> int:
+def run(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, status_file: str | None, extra_args: Sequence[str],
+        weight_roots: Sequence[str] = ()) -> int:
     """Run the job, record its exit status in `status_file`; return the exit code."""
     tail = _TailingStream(sys.stderr)
     sys.stderr = tail
     try:
-        code, error = _generate(spec, read_roots, base_dir, extra_args, tail)
+        code, error = _generate(spec, read_roots, base_dir, extra_args, tail, weight_roots)
     except KeyboardInterrupt:
         code, error = 130, "interrupted (cancelled): done shards are kept"
     except Exception as exc:  # anything unexpected: keep the traceback in the log, the gist in the status
@@ -160,13 +192,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec-json", required=True, help="the GenerateSpec as JSON")
     parser.add_argument("--read-root", action="append", default=[], help="folder/URL prefix sources may come from (repeatable); none = no check")
+    parser.add_argument("--weight-root", action="append", default=[],
+                        help="folder/URL prefix weights and path params may come from (repeatable); none = no check")
     parser.add_argument("--base-dir", default=os.getcwd(), help="relative listed paths are taken from here")
     parser.add_argument("--status-file", help="where to write the exit-status json when done")
     parser.add_argument("--generate-arg", action="append", default=[], help="extra `genview generate` argument (repeatable)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     spec = GenerateSpec.model_validate_json(args.spec_json)
-    return run(spec, args.read_root, args.base_dir, args.status_file, args.generate_arg)
+    return run(spec, args.read_root, args.base_dir, args.status_file, args.generate_arg, args.weight_root)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,8 @@ def spec_from_generate_args(argv: list[str]) -> dict[str, Any]:
 def _progress_line(job) -> str:
     p = job.progress
     parts = [f"{p.sources_done}/{p.sources_total if p.sources_total is not None else '?'} sources"]
+    if getattr(p, "sources_in_running_shards", 0):
+        parts[0] += f" ({p.sources_in_running_shards} in running shards)"
     parts.append(f"{p.views_written} views")
     if p.failed_sources:
         parts.append(f"{p.failed_sources} failed")

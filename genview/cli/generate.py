@@ -107,6 +107,8 @@ def add_parsers(sub, formatter) -> None:
                    help="on a rerun, check each done shard's sha256 against its marker (reads every tar) before "
                    "trusting it; without it only size and member count are checked. Damaged shards are redone")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--live-progress", action="store_true",
+                   help="while shards run, keep OUT/_progress.json up to date (the job service reads it)")
     p.set_defaults(handler=run)
 
 
@@ -153,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         for err in exc.errors():
             print(f"genview generate: --{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}", file=sys.stderr)
         return 2
-    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress, check_hashes=args.check_hashes)
+    summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress, check_hashes=args.check_hashes,
+                       live_progress=args.live_progress)
     print(summary)
     return 0

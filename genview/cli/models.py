@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 
 from genview.cli.generate import parse_param
@@ -30,7 +31,7 @@ def add_parsers(sub, formatter) -> None:
         "offline demos. The folder is marked as random, and every store made with it records and says so.",
         formatter_class=formatter,
     )
-    q.add_argument("name", choices=model_names(), help="model")
+    q.add_argument("name", choices=model_names() + sorted(MEASURING_MODELS), help="model (inception, openclip: the networks of `genview quality`)")
     q.add_argument("--preset", choices=["tiny", "full"], default="tiny", help="tiny: CPU-sized; full: the published architecture")
     q.add_argument("--out", required=True, help="folder to write")
     q.add_argument("--seed", type=int, default=0, help="seed of the random weights")
@@ -59,8 +60,21 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Networks `genview quality` measures with (not generators): name -> "module:function(out, seed)".
+MEASURING_MODELS = {
+    "inception": "genview.quality.inception:init_random_inception",
+    "openclip": "genview.quality.scorer:init_random_openclip",
+}
+
+
 def init_random_model(name: str, preset: str, out: str, seed: int = 0) -> None:
     """Write a random-weight model of `preset` to `out` and mark the folder as random."""
+    if name in MEASURING_MODELS:
+        if preset != "tiny":
+            raise ValueError(f"{name} has only a random `tiny` preset (real weights come from the user)")
+        module_name, function = MEASURING_MODELS[name].split(":")
+        getattr(importlib.import_module(module_name), function)(out, seed=seed)
+        return
     from genview.generator.base import write_random_marker
     from genview.generator.registry import get_generator_class
 

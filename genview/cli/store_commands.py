@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+#: Quality metrics inspect and preview can order by (from `genview quality`).
+QUALITY_ORDERS = ["fid", "kid", "nn_corruption", "independent", "diversity", "similarity"]
+
 
 def add_parsers(sub, formatter) -> None:
     """Add the store verbs."""
@@ -40,6 +43,8 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("store", help="store folder or URL")
     p.add_argument("--worst", type=int, default=10, help="how many lowest-similarity views and failures to list")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--order", default="fid", choices=QUALITY_ORDERS,
+                   help="order of the per-class quality table (from `genview quality`), worst first")
     p.set_defaults(handler=run_inspect)
 
     p = sub.add_parser(
@@ -53,7 +58,9 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--rows", type=int, default=8, help="sources to show")
     p.add_argument("--views", type=int, help="views per source to show (default: all K)")
     p.add_argument("--cell", type=int, default=128, help="thumbnail side in pixels")
-    p.add_argument("--order", choices=["first", "worst", "best"], default="first", help="which sources: first by id, or by their least similar view")
+    p.add_argument("--order", choices=["first", "worst", "best", *QUALITY_ORDERS], default="first",
+                   help="which sources: first by id, or by their least similar view (worst/best), or worst first by a "
+                   "`genview quality` metric: fid (the class's), nn_corruption, independent, diversity")
     p.add_argument("--label", help="only sources with this label")
     p.add_argument("--font", metavar="TTF",
                    help="TrueType font for the captions (default: Noto or DejaVu Sans when installed); characters "
@@ -94,7 +101,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     """Run `genview inspect`."""
     from genview.datastore.inspect import format_summary, inspect_store
 
-    summary = inspect_store(args.store, worst=args.worst)
+    summary = inspect_store(args.store, worst=args.worst, quality_order=args.order)
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
 
@@ -107,6 +114,13 @@ def run_preview(args: argparse.Namespace) -> int:
                         font=args.font)
     grid.save(args.out)
     print(f"wrote {args.out} ({grid.width}x{grid.height})")
+    from genview.datastore.inspect import format_quality_table, quality_summary
+    from genview.datastore.store import Store
+
+    # With `genview quality` results, the per-class table the grid was ordered by goes beside it.
+    quality = quality_summary(Store(args.store), order=args.order if args.order in QUALITY_ORDERS else "fid")
+    if quality:
+        print(format_quality_table(quality["classes"] + ([quality["overall"]] if quality["overall"] else [])))
     return 0
 
 

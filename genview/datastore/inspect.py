@@ -26,8 +26,53 @@ def _quantiles(values: pa.Array) -> dict[str, float | None]:
     }
 
 
-def inspect_store(url: str, worst: int = 10, by_label_limit: int = 50) -> dict[str, Any]:
-    """Return a JSON-able summary: spec, counts, failures, similarity per class, the `worst` views."""
+def quality_summary(store: Store, order: str | None = None, limit: int | None = None) -> dict[str, Any] | None:
+    """Return the store's quality results (`genview quality`): networks, overall and per-class rows; None if unmeasured."""
+    from genview.quality import tables
+
+    settings = tables.read_settings(store.fs, store.root)
+    classes = tables.read_classes(store.fs, store.root)
+    if settings is None or classes is None:
+        return None
+    rows = tables.class_rows(classes, order=order)
+    overall = next((r for r in classes.to_pylist() if r["scope"] == "all"), None)
+    return {
+        "networks": settings.get("networks"),
+        "k_nn": settings.get("k_nn"),
+        "fid_views": settings.get("fid_views"),
+        "complete": settings.get("complete"),
+        "order": order,
+        "overall": overall,
+        "classes": rows[:limit] if limit else rows,
+    }
+
+
+def _fmt(value: Any, width: int, digits: int) -> str:
+    return f"{value:>{width}.{digits}f}" if isinstance(value, (int, float)) and value == value else f"{'-':>{width}}"
+
+
+def format_quality_table(rows: list[dict[str, Any]], order: str | None = None) -> str:
+    """Render per-class quality rows (classes.parquet rows) as a terminal table, worst first by `order`."""
+    from genview.quality import tables
+
+    classes = [r for r in rows if r["scope"] == "class"]
+    overall = [r for r in rows if r["scope"] == "all"]
+    if order:
+        import pyarrow as pa
+
+        classes = tables.class_rows(pa.Table.from_pylist(classes, schema=tables.CLASSES_SCHEMA), order=order)
+    lines = [f"{'label':<24} {'sources':>7} {'views':>6} {'FID':>8} {'KID':>8} {'NNcorr':>7} {'indep':>7} {'divers':>7} {'sim':>7}"]
+    for row in classes + [dict(r, label="(all)") for r in overall]:
+        lines.append(
+            f"{str(row['label'])[:24]:<24} {row['sources']:>7} {row['views']:>6} {_fmt(row['fid'], 8, 2)} {_fmt(row['kid'], 8, 4)} "
+            f"{_fmt(row['nn_corruption'], 7, 3)} {_fmt(row['independent'], 7, 3)} {_fmt(row['diversity'], 7, 3)} "
+            f"{_fmt(row['similarity'], 7, 3)}"
+        )
+    return "\n".join(lines)
+
+
+def inspect_store(url: str, worst: int = 10, by_label_limit: int = 50, quality_order: str | None = "fid") -> dict[str, Any]:
+    """Return a JSON-able summary: spec, counts, failures, similarity per class, the `worst` views, quality per class."""
     store = Store(url)
     header = store.read_header()
     sources = store.read_sources()
@@ -67,6 +112,7 @@ def inspect_store(url: str, worst: int = 10, by_label_limit: int = 50) -> dict[s
     order = pc.sort_indices(ok, sort_keys=[("similarity", "ascending")])
     lowest = ok.take(order[:worst]).select(["key", "view", "member", "label", "similarity", "shard"]).to_pylist()
     summary["worst_views"] = lowest
+    summary["quality"] = quality_summary(store, order=quality_order, limit=by_label_limit)
     return summary
 
 
@@ -100,6 +146,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append("worst views (lowest similarity):")
         for row in summary["worst_views"]:
             lines.append(f"           {row['member']:<28} label={row['label']} similarity={row['similarity']:.3f}")
+    quality = summary.get("quality")
+    if quality:
+        lines.append(f"quality    per class (genview quality: k_nn={quality['k_nn']}, FID on {quality['fid_views']} view(s) per "
+                     f"source{'' if quality['complete'] else ', store not complete'}; worst first by {quality['order'] or 'label'})")
+        lines.extend("           " + line for line in format_quality_table(quality["classes"] + ([quality["overall"]] if quality["overall"] else [])).splitlines())
+        random = [name for name, info in (quality["networks"] or {}).items() if info and info.get("random_init")]
+        if random:
+            lines.append(f"           WARNING: RANDOM weights in the quality networks: {', '.join(random)}")
     if summary["failures"]:
         lines.append("failed sources:")
         for row in summary["failures"]:

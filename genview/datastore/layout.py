@@ -13,6 +13,10 @@ SOURCES_FILE = "sources.parquet"
 SHARDS_DIR = "shards"
 MANIFEST_DIR = "manifest"
 STATS_DIR = "stats"
+#: `genview quality` results (tables, per-shard features); derived from the views, so cleared with them.
+QUALITY_DIR = "quality"
+#: Progress of the shards a running job has not committed yet (written only while it runs, e.g. by service jobs).
+LIVE_PROGRESS_FILE = "_progress.json"
 KEY_WIDTH = 10
 SHARD_WIDTH = 6
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-from typing import Literal
 
 import pyarrow.compute as pc
 from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -64,12 +63,38 @@ def _thumbnail(data: bytes, cell: int) -> Image.Image:
         return Image.new("RGB", (cell, cell), (128, 128, 128))
 
 
+def quality_badness(store: Store, metric: str) -> dict[int, float]:
+    """Return source id -> how bad it is by a `genview quality` metric (higher = worse), for ordering."""
+    from genview.quality import tables
+
+    views = tables.read_views(store.fs, store.root)
+    classes = tables.read_classes(store.fs, store.root)
+    if views is None or classes is None:
+        raise ValueError(f"--order {metric}: {store.url} has no quality tables; run `genview quality {store.url}` first")
+    bad: dict[int, float] = {}
+    if metric in ("fid", "kid"):
+        by_label = {r["label"]: r[metric] for r in classes.to_pylist() if r["scope"] == "class" and r[metric] is not None}
+        for row in views.select(["source_id", "label"]).to_pylist():
+            bad[row["source_id"]] = by_label.get(row["label"], float("-inf"))
+        return bad
+    if metric not in tables.VIEW_METRICS:
+        raise ValueError(f"--order {metric}: not a quality metric ({', '.join(('fid', 'kid') + tables.VIEW_METRICS)})")
+    # Corruption: high is bad (a source as bad as its worst view); scores and diversity: low is bad.
+    sign = 1.0 if metric == "nn_corruption" else -1.0
+    for row in views.select(["source_id", metric]).to_pylist():
+        if row[metric] is None or row[metric] != row[metric]:
+            continue
+        value = sign * row[metric]
+        bad[row["source_id"]] = max(bad.get(row["source_id"], float("-inf")), value)
+    return bad
+
+
 def preview_grid(
     url: str,
     rows: int = 8,
     views: int | None = None,
     cell: int = 128,
-    order: Literal["first", "worst", "best"] = "first",
+    order: str = "first",
     label: str | None = None,
     font: str | None = None,
 ) -> Image.Image:
@@ -86,9 +111,12 @@ def preview_grid(
         entry = per_source.setdefault(row["source_id"], {"shard": row["shard"], "label": row["label"], "sims": {}})
         entry["sims"][row["view"]] = row["similarity"]
     ids = sorted(per_source)
-    if order != "first":
+    if order in ("worst", "best"):
         # A source is as bad as its least faithful view.
         ids.sort(key=lambda sid: min(v for v in per_source[sid]["sims"].values() if v is not None), reverse=order == "best")
+    elif order != "first":
+        badness = quality_badness(store, order)
+        ids.sort(key=lambda sid: badness.get(sid, float("-inf")), reverse=True)
     ids = ids[:rows]
     k = int(store.spec["k"])
     n_views = min(views or k, k)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
 import fsspec
-import pyarrow.parquet as pq
 
 from genview.datastore import layout
+from genview.datastore.fs import read_parquet
 from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
 from genview.datastore.tarindex import TarFormatError, iter_tar, split_member
 
@@ -105,8 +105,7 @@ def check_shard(
             problems.append(f"shard {name}: done marker {marker} unreadable: {exc}")
             return result
     try:
-        with fs.open(layout.shard_manifest(root, shard), "rb") as fh:
-            manifest = pq.read_table(fh)
+        manifest = read_parquet(fs, layout.shard_manifest(root, shard))
     except (OSError, ValueError) as exc:
         problems.append(f"shard {name}: manifest fragment unreadable: {exc}")
         return result

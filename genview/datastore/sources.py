@@ -10,9 +10,8 @@ import posixpath
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from genview.datastore.fs import is_local, open_url
+from genview.datastore.fs import is_local, open_url, read_parquet
 
 #: Extensions treated as images (compared case-insensitively).
 IMAGE_EXTENSIONS = frozenset(
@@ -106,8 +105,11 @@ def _read_list_table(fs, path: str) -> tuple[pa.Table, list[str] | None]:
             lines = [line.strip() for line in fh]
         raw = [line for line in lines if line and not line.startswith("#")]
         return pa.table({"path": [display_text(line) for line in raw]}), raw
-    with fs.open(path, "rb") as fh:
-        table = pacsv.read_csv(fh) if suffix == ".csv" else pq.read_table(fh)
+    if suffix == ".csv":
+        with fs.open(path, "rb") as fh:
+            table = pacsv.read_csv(fh)
+    else:
+        table = read_parquet(fs, path)
     for name in PATH_COLUMNS:
         if name in table.column_names:
             return table.rename_columns(["path" if c == name else c for c in table.column_names]), None

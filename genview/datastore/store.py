@@ -14,7 +14,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from genview.datastore import layout
-from genview.datastore.fs import join, open_url, write_atomic
+from genview.datastore.fs import join, open_url, read_parquet, write_atomic
 
 
 def list_done_markers(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, str]:
@@ -130,7 +130,7 @@ class Store:
 
     def clear(self) -> None:
         """Delete every store part (for --overwrite); other files in the folder are left alone."""
-        for name in (layout.SPEC_FILE, layout.SOURCES_FILE, *_SHARD_DIRS):
+        for name in (layout.SPEC_FILE, layout.SOURCES_FILE, *_SHARD_DIRS, layout.QUALITY_DIR):
             path = self.path(name)
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
@@ -145,8 +145,7 @@ class Store:
 
     def read_sources(self) -> pa.Table:
         """Return the frozen source listing."""
-        with self.fs.open(self.path(layout.SOURCES_FILE), "rb") as fh:
-            return pq.read_table(fh)
+        return read_parquet(self.fs, self.path(layout.SOURCES_FILE))
 
     def num_shards(self) -> int:
         """Return how many shards the plan has."""

@@ -17,14 +17,40 @@ _MODELS: dict[str, str] = {
 }
 
 
+#: The params each model accepts (name -> kind), declared here without importing torch so that the job
+#: service can check a spec before accepting it. Kind "path" names a file or folder the worker opens:
+#: the service resolves it against the caller's read roots; "scalar" is any JSON number/string/bool/null.
+#: tests/api/test_api_units.py keeps this in step with the generator classes.
+_PARAMS: dict[str, dict[str, str]] = {
+    "icgan": {"truncation": "scalar", "dtype": "scalar", "channels_last": "scalar", "encoder_weights": "path"},
+    "cc-icgan": {"truncation": "scalar", "dtype": "scalar", "channels_last": "scalar", "encoder_weights": "path"},
+    "unclip": {name: "scalar" for name in (
+        "noise_level", "guidance_scale", "num_inference_steps", "scheduler", "image_size", "dtype", "compile")},
+    "eldm": {name: "scalar" for name in (
+        "steps", "guidance_preset", "guidance_scale", "scheduler", "eta", "normalize_embedding", "precision", "compile")},
+}
+
+
+def model_params(name: str) -> dict[str, str]:
+    """Return the params model ``name`` accepts, name -> kind ("path" or "scalar"); empty if undeclared."""
+    return dict(_PARAMS.get(name, {}))
+
+
+def path_params(name: str) -> list[str]:
+    """Return the params of model ``name`` that name a file or folder (checked against read roots)."""
+    return sorted(param for param, kind in _PARAMS.get(name, {}).items() if kind == "path")
+
+
 def model_names() -> list[str]:
     """Return the registered model names, sorted."""
     return sorted(_MODELS)
 
 
-def register(name: str, target: str) -> None:
-    """Register a generator class by import path ``module:Class`` under ``name``."""
+def register(name: str, target: str, params: dict[str, str] | None = None) -> None:
+    """Register a generator class by import path ``module:Class`` under ``name``, with its params' kinds."""
     _MODELS[name] = target
+    if params is not None:
+        _PARAMS[name] = dict(params)
 
 
 def get_generator_class(name: str) -> type[ViewGenerator]:

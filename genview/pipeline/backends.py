@@ -84,7 +84,7 @@ class InProcessBackend:
         """Make the plan's shards in order in this process."""
 
         def on_source(item: SourceItem) -> None:
-            progress.sources_done(1, len(item.encoded), 0 if item.ok else 1)
+            progress.sources_done(1, len(item.encoded), 0 if item.ok else 1, shard=item.record.get("shard"))
 
         with torch_threads(cpu_threads(plan.spec, self.generator.device.type, usable_cpus())), \
                 ThreadPoolExecutor(max_workers=plan.spec.io_threads, thread_name_prefix="genview-io") as pool:

@@ -442,7 +442,7 @@ class _Dispatcher:
     def _take_back(self, worker: _Worker, reason: str) -> int:
         """Detach a lost attempt from its worker; take its progress back off the bar."""
         shard = worker.shard
-        self.progress.sources_done(-worker.reported[0], -worker.reported[1], -worker.reported[2])
+        self.progress.sources_done(-worker.reported[0], -worker.reported[1], -worker.reported[2], shard=shard)
         worker.reported = [0, 0, 0]
         worker.stream = worker.shard = None
         self.backend.retried.append((shard, reason))
@@ -483,7 +483,7 @@ class _Dispatcher:
         if "progress" in message:
             count, views, failed = message["progress"]
             worker.reported = [worker.reported[0] + count, worker.reported[1] + views, worker.reported[2] + failed]
-            self.progress.sources_done(count, views, failed)
+            self.progress.sources_done(count, views, failed, shard=worker.shard)
         elif "stats" in message:
             shard = worker.shard
             self.backend.committed_by[shard] = worker.attempt_info or {}

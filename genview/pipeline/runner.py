@@ -20,7 +20,7 @@ from genview.datastore.verify import quick_check_shard, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.generator.registry import get_generator_class
 from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
-from genview.pipeline.progress import JobProgress
+from genview.pipeline.progress import JobProgress, LiveProgressFile
 from genview.pipeline.shard import ViewSettings
 from genview.pipeline.spec import IDENTITY_FIELDS, GenerateSpec, resolve_device
 
@@ -213,23 +213,26 @@ def generate(
     on_shard: Callable[[dict[str, Any]], None] | None = None,
     backend: Backend | None = None,
     check_hashes: bool = False,
+    live_progress: bool = False,
 ) -> JobSummary:
     """Run a generation job: every shard without a done marker is (re)made; done ones are kept.
 
     A done shard is kept only if it passes a cheap check against its marker (tar size and member
     count; with `check_hashes`, its sha256 too): a damaged one is redone, never counted as done.
-    The backend runs the shards (default: in this process with `generator`).
+    The backend runs the shards (default: in this process with `generator`). `live_progress` keeps
+    OUT/_progress.json current while shards run (what the job service shows between done markers).
     """
     backend = backend or make_backend(spec, generator)
     try:
         return _generate(spec, backend, overwrite=overwrite, progress=progress, on_shard=on_shard,
-                         check_hashes=check_hashes)
+                         check_hashes=check_hashes, live_progress=live_progress)
     finally:
         backend.close()
 
 
 def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress: bool,
-              on_shard: Callable[[dict[str, Any]], None] | None, check_hashes: bool) -> JobSummary:
+              on_shard: Callable[[dict[str, Any]], None] | None, check_hashes: bool,
+              live_progress: bool) -> JobSummary:
     """Plan and run a job on a backend; see `generate`."""
     # The model as the workers run it (on Ray: described by a worker on its device; this process
     # never builds one), so genview.json records exactly what made the views.
@@ -272,7 +275,9 @@ def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress
     )
     already = sum(len(rows) for shard, rows in by_shard.items() if shard in done)
     start = time.perf_counter()
-    job_progress = JobProgress(len(records), already, f"genview {spec.model}", enabled=progress, on_shard=on_shard)
+    live = LiveProgressFile(store) if live_progress else None
+    job_progress = JobProgress(len(records), already, f"genview {spec.model}", enabled=progress, on_shard=on_shard,
+                               live=live)
     try:
         backend.run(ShardPlan(store=store, spec=spec, settings=settings, shards=todo), job_progress)
     finally:

@@ -25,29 +25,72 @@ def classes_above_fid(fid_per_class: Mapping[Any, float], threshold: float = DA_
     return frozenset(label for label, fid in fid_per_class.items() if float(fid) >= threshold)
 
 
+#: Scores ``min_similarity`` can apply to: the manifest's (the generator's own encoder) or the independent
+#: scorer's cosine that `genview quality --scorer` stored in quality/views.parquet.
+SIMILARITY_SOURCES = ("similarity", "independent")
+
+
 @dataclass(frozen=True)
 class ViewFilter:
     """Which generated views are eligible: a similarity floor and excluded classes.
 
-    ``min_similarity``: a view whose recorded similarity to its source is below it (or missing)
-    is not used. ``exclude_labels``: classes that never get generated views, given as label names
-    (str, the manifest's ``label``) or label indices (int, sources.parquet's ``label_index``).
+    ``min_similarity``: a view whose score (``similarity_from``: the manifest's ``similarity``, or
+    ``independent``, the score of an encoder that did not condition the generator, from the store's
+    quality tables) is below it (or missing) is not used. ``exclude_labels``: classes that never get
+    generated views, given as label names (str, the manifest's ``label``) or label indices (int,
+    sources.parquet's ``label_index``). ``exclude``: a rule over the store's own per-class quality
+    table (``genview quality``), e.g. ``"fid>=150"``, ``"nn_corruption>0.5"``, several joined by
+    commas; ``True`` or ``"da-icgan"`` is DA IC-GAN's rule, FID >= 150 (seed 004, App. B.2).
     """
 
     min_similarity: float | None = None
     exclude_labels: frozenset = field(default_factory=frozenset)
+    exclude: str | bool | None = None
+    similarity_from: str = "similarity"
 
     def __post_init__(self) -> None:
+        from genview.quality.rules import DA_ICGAN_RULE, parse_rules
+
         object.__setattr__(self, "exclude_labels", frozenset(self.exclude_labels))
+        if self.exclude is True:
+            object.__setattr__(self, "exclude", DA_ICGAN_RULE)
+        elif self.exclude is False:
+            object.__setattr__(self, "exclude", None)
+        if self.exclude is not None:
+            parse_rules(self.exclude)  # a bad rule fails here, not mid-training
+        if self.similarity_from not in SIMILARITY_SOURCES:
+            raise ValueError(f"similarity_from must be one of {', '.join(SIMILARITY_SOURCES)}, got {self.similarity_from!r}")
 
     @property
     def active(self) -> bool:
         """True when the filter can make a view ineligible."""
-        return self.min_similarity is not None or bool(self.exclude_labels)
+        return self.min_similarity is not None or bool(self.exclude_labels) or self.exclude is not None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-able settings."""
-        return {"min_similarity": self.min_similarity, "exclude_labels": sorted(self.exclude_labels, key=str)}
+        return {
+            "min_similarity": self.min_similarity, "similarity_from": self.similarity_from,
+            "exclude_labels": sorted(self.exclude_labels, key=str), "exclude": self.exclude,
+        }
+
+
+def _quality_table(index: StoreIndex, which: str, needed_for: str) -> pa.Table:
+    """Read one of the store's quality tables; a clear error when `genview quality` has not run."""
+    from genview.quality import tables
+
+    table = (tables.read_classes if which == "classes" else tables.read_views)(index.fs, index.root)
+    if table is None:
+        raise ValueError(f"{needed_for} needs {index.url}'s quality tables: run `genview quality {index.url}` first")
+    return table
+
+
+def quality_excluded_labels(index: StoreIndex, rule: str) -> frozenset[str]:
+    """Return the labels a rule such as ``fid>=150`` excludes, from the store's quality/classes.parquet."""
+    from genview.quality.rules import excluded_labels, parse_rules
+
+    classes = _quality_table(index, "classes", f"exclude={rule!r}")
+    rows = [r for r in classes.to_pylist() if r["scope"] == "class"]
+    return excluded_labels(rows, parse_rules(rule))
 
 
 class EligibleViews:
@@ -75,6 +118,25 @@ class EligibleViews:
         return found & self.mask[pos].any(axis=1)
 
 
+def _independent_scores(index: StoreIndex, source_ids: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """Return the independent score of each (source, view) row (NaN where it was not measured)."""
+    table = _quality_table(index, "views", "min_similarity with similarity_from='independent'")
+    width = np.int64(max(index.k, 1))
+    keys = table.column("source_id").to_numpy(zero_copy_only=False).astype(np.int64) * width + table.column("view").to_numpy(
+        zero_copy_only=False
+    ).astype(np.int64)
+    scores = table.column("independent").to_numpy(zero_copy_only=False).astype(np.float64)
+    order = np.argsort(keys)
+    keys, scores = keys[order], scores[order]
+    wanted = source_ids * width + views
+    pos = np.clip(np.searchsorted(keys, wanted), 0, max(len(keys) - 1, 0))
+    out = np.full(len(wanted), np.nan)
+    if len(keys):
+        hit = keys[pos] == wanted
+        out[hit] = scores[pos[hit]]
+    return out
+
+
 def eligible_views(index: StoreIndex, view_filter: ViewFilter) -> EligibleViews:
     """Evaluate a ViewFilter over the store's manifest (ok view rows) and return the eligibility matrix."""
     table = index.manifest(
@@ -86,10 +148,15 @@ def eligible_views(index: StoreIndex, view_filter: ViewFilter) -> EligibleViews:
         raise ValueError(f"manifest of {index.url} has view numbers outside 0..{index.k - 1}")
     ok = np.ones(len(views), dtype=bool)
     if view_filter.min_similarity is not None:
-        sim = table.column("similarity").to_numpy(zero_copy_only=False).astype(np.float64)
+        if view_filter.similarity_from == "independent":
+            sim = _independent_scores(index, source_ids, views)
+        else:
+            sim = table.column("similarity").to_numpy(zero_copy_only=False).astype(np.float64)
         # A missing score cannot show the view is good enough: NaN >= x is False.
         ok &= sim >= float(view_filter.min_similarity)
     names = {x for x in view_filter.exclude_labels if isinstance(x, str)}
+    if view_filter.exclude is not None:
+        names |= quality_excluded_labels(index, str(view_filter.exclude))
     indices = {int(x) for x in view_filter.exclude_labels if not isinstance(x, str)}
     if names:
         ok &= ~np.asarray(pc.is_in(table.column("label"), value_set=pa.array(sorted(names), pa.string())).fill_null(False))

@@ -15,9 +15,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from genview.datastore.fs import read_parquet
 from genview.datastore.layout import MANIFEST_DIR, SHARDS_DIR, SOURCES_FILE, SPEC_FILE
 from genview.datastore.manifest import STATUS_OK
 from genview.datastore.store import list_done_markers
@@ -126,8 +126,7 @@ class StoreIndex:
         path = self.path(SOURCES_FILE)
         if not self.fs.exists(path):
             raise StoreFormatError(f"{path} is missing: not a complete genview store")
-        with self.fs.open(path, "rb") as fh:
-            return pq.read_table(fh, columns=list(columns) if columns is not None else None)
+        return read_parquet(self.fs, path, columns=list(columns) if columns is not None else None)
 
     # -- building ----------------------------------------------------------------------------
     def _read_header(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,8 +32,9 @@ def free_port() -> int:
 class LiveServer:
     """`genview serve` in a subprocess (its own session, so a test can SIGKILL just the server)."""
 
-    def __init__(self, base: Path, settings_file: Path, database: str, name: str):
+    def __init__(self, base: Path, settings_file: Path, database: str, name: str, env: dict[str, str] | None = None):
         self.base = base
+        self.extra_env = dict(env or {})
         self.settings_file = settings_file
         self.database = database
         self.name = name
@@ -44,7 +46,7 @@ class LiveServer:
     def start(self, timeout: float = 90.0) -> "LiveServer":
         env = {k: v for k, v in os.environ.items() if not k.startswith("GENVIEW_")}
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-                   GENVIEW_DATABASE_URL=self.database)
+                   GENVIEW_DATABASE_URL=self.database, **self.extra_env)
         cmd = [sys.executable, "-m", "genview.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--settings", str(self.settings_file), "--log-level", "warning"]
         with open(self.log_path, "ab") as log:
@@ -150,3 +152,75 @@ def server(api_base):
 def alice(server):
     with server.client("alice") as client:
         yield client
+
+
+# -- a real PostgreSQL server, started for the tests ----------------------------------------------------
+
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server binaries (Debian's versioned one first), None when absent."""
+    for version in ("15", "16", "17", "14"):
+        folder = Path(f"/usr/lib/postgresql/{version}/bin")
+        if (folder / "pg_ctl").exists() and (folder / "initdb").exists():
+            return folder
+    found = shutil.which("pg_ctl")
+    return Path(found).resolve().parent if found else None
+
+
+class PostgresServer:
+    """initdb + pg_ctl into a temp folder, listening on 127.0.0.1 only; as the postgres user when we are root."""
+
+    def __init__(self, folder: Path, bin_dir: Path):
+        self.folder = folder
+        self.bin = bin_dir
+        self.data = folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql://genview@127.0.0.1:{self.port}/genview"
+
+    def _run(self, *argv: str) -> None:
+        cmd = [str(self.bin / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+
+    def start(self) -> "PostgresServer":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            import pwd
+
+            user = pwd.getpwnam("postgres")
+            os.chown(self.folder, user.pw_uid, user.pw_gid)
+        self._run("initdb", "-D", str(self.data), "-U", "genview", "--auth=trust", "-E", "UTF8", "--no-sync")
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.folder} "
+                   "-c fsync=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w", "start")
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "genview", "genview")
+        return self
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def fresh_database(self, name: str) -> str:
+        """Create an empty database; return its URL."""
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "genview", name)
+        return f"postgresql://genview@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for this test session (skipped only when no PostgreSQL binaries exist:
+    .ci/install-postgres.sh installs them)."""
+    import tempfile
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found (run .ci/install-postgres.sh)")
+    # Not under pytest's tmp dir: that is private to root, and the server runs as the postgres user.
+    folder = Path(tempfile.mkdtemp(prefix="genview-pg-"))
+    server = PostgresServer(folder, bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        if (server.data / "postmaster.pid").exists():
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)

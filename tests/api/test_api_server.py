@@ -23,11 +23,11 @@ def job_body(api_base, source="imgs", out=None, **overrides):
 
 
 def done_markers(store) -> dict[str, int]:
-    """Done-marker file name -> mtime_ns, to tell kept shards from remade ones."""
-    manifest = store / "manifest"
-    if not manifest.exists():
+    """Done-marker file name -> mtime_ns, to tell kept shards from remade ones (format v2: stats/NNNNNN.json)."""
+    stats = store / "stats"
+    if not stats.exists():
         return {}
-    return {p.name: p.stat().st_mtime_ns for p in manifest.glob("_*.json")}
+    return {p.name: p.stat().st_mtime_ns for p in stats.glob("[0-9]*.json")}
 
 
 def test_submit_runs_to_success_with_a_valid_store(server, alice, api_base, capsys):
@@ -157,11 +157,11 @@ def escape_links(api_base, tmp_path_factory):
         ("source", "imgs/../../etc", "'..' is not allowed"),
         ("source", "/etc", "outside your source roots"),
         ("source", "file:///etc", "outside your source roots"),
-        ("source", "link-to-outside-imgs", "resolves through a symlink"),
+        ("source", "link-to-outside-imgs", "leads through a symbolic link"),
         ("source", "s3://some-bucket/images", "s3:// URL"),
         ("source", "http://example.com/list.txt", "http:// URL"),
         ("source", "simplecache::s3://some-bucket/x", "chained fsspec URLs"),
-        ("out", "link-to-outside/store", "resolves through a symlink"),
+        ("out", "link-to-outside/store", "leads through a symbolic link"),
         ("out", "/tmp", "outside your output roots"),
         ("out", "s3://other-bucket/stores/x", "allowed URL roots: s3://alice-bucket/stores"),
         ("out", "s3://alice-bucket/stores-evil/x", "outside your output roots"),

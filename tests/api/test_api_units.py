@@ -49,7 +49,7 @@ def test_paths_inside_the_roots_resolve_to_real_absolute_paths(roots):
     [
         ("data/../data/imgs", PathRefused, "'..' is not allowed"),
         ("/etc/passwd", PathRefused, "outside your source roots"),
-        ("data/escape/x", PathRefused, "resolves through a symlink"),
+        ("data/escape/x", PathRefused, "leads through a symbolic link"),
         ("~/data", PathRefused, "outside your source roots"),
         ("s3://bucket/team-other/x", PathRefused, "outside your source roots"),
         ("s3://bucket/team/%2e%2e/secret", PathRefused, "'..' and '.' segments"),
@@ -338,3 +338,25 @@ def test_the_web_process_does_not_import_torch():
     code = "import sys, genview.api.app; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_status_cache_never_keeps_a_reply_older_than_a_change():
+    import time
+
+    from genview.api.status_cache import StatusCache
+
+    cache = StatusCache(max_age=5.0)
+    read_at = time.monotonic()
+    cache.forget("alice", "j1")  # the job changed after the reply below was read from the database
+    cache.put("alice", "j1", b"stale", read_at)
+    assert cache.get("alice", "j1") is None
+    cache.put("alice", "j1", b"fresh", time.monotonic())
+    assert cache.get("alice", "j1") == b"fresh"
+    assert cache.get("bob", "j1") is None  # replies are per owner
+    cache.put("alice", "j1", b"older", read_at)  # an older reading never replaces a newer one
+    assert cache.get("alice", "j1") == b"fresh"
+    expired = StatusCache(max_age=0.05)
+    expired.put("alice", "j2", b"x", time.monotonic())
+    time.sleep(0.1)
+    assert expired.get("alice", "j2") is None
+    assert StatusCache(max_age=0).get("alice", "j1") is None

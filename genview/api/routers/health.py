@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials
@@ -12,6 +14,7 @@ from genview.api.deps import ContextDep, bearer_scheme
 from genview.api.schemas import Health
 
 router = APIRouter(tags=["service"])
+log = logging.getLogger("genview.api")
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness and database check",
@@ -21,8 +24,10 @@ def healthz(ctx: ContextDep) -> Health:
     try:
         with ctx.sessions() as session:
             session.execute(text("SELECT 1"))
-    except Exception as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"database: {exc}") from None
+    except Exception:
+        # The driver's message names the database host (and sometimes the user): log it, don't return it.
+        log.warning("health check: database unreachable", exc_info=True)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="database unreachable") from None
     return Health(status="ok", version=__version__, database="ok", executor=ctx.executor.name)
 
 

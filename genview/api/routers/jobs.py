@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from genview.api import service
 from genview.api.deps import ContextDep, PrincipalDep
@@ -30,9 +33,8 @@ NOT_FOUND = {404: {"model": ErrorBody, "description": "no such job (or not yours
         429: {"model": ErrorBody, "description": "too many of your jobs are queued or running"},
     },
 )
-def create_job(
+async def create_job(
     body: JobCreate,
-    response: Response,
     ctx: ContextDep,
     principal: PrincipalDep,
     idempotency_key: Annotated[
@@ -40,7 +42,7 @@ def create_job(
         Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
                description="submitting twice with the same key makes one job"),
     ] = None,
-) -> JobPublic:
+) -> Response:
     """Queue `genview generate` for the spec (same fields and checks as the CLI flags).
 
     Relative paths are taken from the service folder; every path must lie under your roots (403
@@ -48,14 +50,19 @@ def create_job(
     job (200, header `Idempotent-Replayed: true`), with another spec 409. A cancelled job is resumed
     by submitting its spec again with a new key: the store keeps its done shards.
     """
-    with ctx.sessions() as session:
-        job, created = service.submit(ctx, session, principal, body, idempotency_key)
-        public = service.to_public(ctx, job)
+    def submit() -> tuple[JobPublic, bool]:
+        with ctx.sessions() as session:
+            job, created = service.submit(ctx, session, principal, body, idempotency_key)
+            return service.to_public(ctx, job), created
+
+    # Submissions take their own few threads: a burst of them queues here, not in front of status reads.
+    public, created = await anyio.to_thread.run_sync(submit, limiter=ctx.submit_limiter)
+    headers = {"Location": f"/v1/jobs/{public.id}"}
     if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return public
+        headers["Idempotent-Replayed"] = "true"
+    # Encoded here: JobPublic is already validated, FastAPI would validate it a second time.
+    return Response(public.model_dump_json(), status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+                    headers=headers, media_type="application/json")
 
 
 @router.get("", response_model=JobList, summary="List your jobs")
@@ -75,10 +82,24 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="A job's state and progress", responses=NOT_FOUND)
-def get_job(job_id: JobId, ctx: ContextDep, principal: PrincipalDep) -> JobPublic:
-    """State, progress read from the store (sources, views, failures, views/s, ETA) and the error if it failed."""
-    with ctx.sessions() as session:
-        return service.to_public(ctx, service.get_job(session, principal, job_id))
+async def get_job(job_id: JobId, ctx: ContextDep, principal: PrincipalDep) -> Response:
+    """State, progress read from the store (sources, views, failures, views/s, ETA) and the error if it failed.
+
+    A reply may be up to `status_cache_seconds` old (changes made through this replica show at once).
+    """
+    body = ctx.status_cache.get(principal.name, job_id)
+    if body is None:
+
+        def load() -> bytes:
+            made_at = time.monotonic()
+            with ctx.sessions() as session:
+                public = service.to_public(ctx, service.get_job(session, principal, job_id))
+            data = public.model_dump_json().encode()
+            ctx.status_cache.put(principal.name, job_id, data, made_at)
+            return data
+
+        body = await run_in_threadpool(load)
+    return Response(body, media_type="application/json")
 
 
 @router.post(

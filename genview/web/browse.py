@@ -1,0 +1,71 @@
+"""`genview browse STORE`: the store pages alone, read-only, for a local or s3:// store (no job service)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated, AsyncIterator
+
+from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from genview import __version__
+from genview.datastore.store import StoreError
+from genview.web.rendering import render, static_file
+from genview.web.store_view import PAGE_SIZES, SORTS, GridQuery, QueryError, StoreView
+
+#: Responses of a read-only browser are never stored by proxies; images of done shards never change.
+IMAGE_CACHE = "private, max-age=86400, immutable"
+
+
+def store_page_context(view: StoreView, params: dict[str, str]) -> dict:
+    """The template context of a store page; a bad query becomes a 422, a missing store an error line."""
+    try:
+        query = GridQuery.from_params(params)
+    except QueryError as exc:
+        raise HTTPException(422, detail=[{"loc": ["query", exc.field], "msg": str(exc), "type": "value_error"}]) from None
+    try:
+        return {"ov": view.overview(), "grid": view.grid(query), "error": None, "sorts": SORTS, "page_sizes": PAGE_SIZES}
+    except (StoreError, FileNotFoundError) as exc:
+        return {"ov": None, "grid": None, "error": str(exc), "sorts": SORTS, "page_sizes": PAGE_SIZES}
+
+
+def create_browse_app(url: str) -> FastAPI:
+    """A read-only app serving the pages of the store at `url` at / and its images at /img/SHARD/MEMBER."""
+    view = StoreView(url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Read the manifest, index the first page's shards and compile the templates before the
+        # first visitor: uvicorn accepts connections only after this.
+        await run_in_threadpool(render_store_page, store_page_context(view, {}))
+        yield
+
+    def render_store_page(context: dict) -> str:
+        return render("store_page.html", title=url, page_kind="store", dashboard=False, static_base="/static",
+                      home_url="/", base_url="/", img_url=lambda shard, member: f"/img/{shard}/{member}", **context)
+
+    app = FastAPI(title="genview store browser", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def store_page(request: Request) -> HTMLResponse:
+        context = await run_in_threadpool(store_page_context, view, dict(request.query_params))
+        return HTMLResponse(await run_in_threadpool(render_store_page, context))
+
+    @app.get("/img/{shard}/{member}")
+    async def image(shard: Annotated[int, Path(ge=0)], member: Annotated[str, Path(max_length=255)]) -> Response:
+        try:
+            data, mime = await run_in_threadpool(view.image, shard, member)
+        except KeyError:
+            raise HTTPException(404, detail=f"shard {shard} has no member {member!r}") from None
+        return Response(data, media_type=mime, headers={"Cache-Control": IMAGE_CACHE})
+
+    @app.get("/static/{name}")
+    async def static(name: str) -> Response:
+        found = static_file(name)
+        if found is None:
+            raise HTTPException(404, detail=f"no static file {name!r}")
+        return Response(found[0], media_type=found[1])
+
+    return app
