@@ -100,6 +100,10 @@ def add_parsers(sub, formatter) -> None:
                    help="how embeddings are mixed; lerp as Gen-SIS (supplement 9.4) (default: lerp)")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
     p.add_argument("--io-threads", type=int, help="threads for reading, decoding and encoding, per worker (default: 4)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads per worker (default: 1 per worker on CPU, see README)")
+    p.add_argument("--exact", action="store_true", default=None,
+                   help="run the model one row at a time: byte-identical views whatever --batch-size (slower); "
+                   "by default rows are batched and a view's pixels may differ by one level between batch sizes")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="run the shards on this Ray cluster (auto, HOST:PORT, ray://HOST:10001): one actor per GPU, "
                    "shards handed out as workers free up; default $GENVIEW_RAY_ADDRESS, else in this process")
@@ -120,7 +124,7 @@ def add_parsers(sub, formatter) -> None:
 FLAG_FIELDS = (
     "recipe", "model", "weights", "encoder_weights", "k", "seed", "shard_size", "batch_size", "device", "view_size",
     "format", "quality", "best_of", "store_embeddings", "source_copy", "source_size", "interpolate", "alphas", "pair_across", "interpolation",
-    "io_threads", "ray_address", "workers",
+    "io_threads", "threads", "exact", "ray_address", "workers",
 )
 
 

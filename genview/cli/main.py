@@ -13,10 +13,10 @@ import os
 import sys
 
 from genview import __version__
-from genview.cli import api_commands, demo, generate, models, quality, recipes, store_commands, train, web_commands
+from genview.cli import api_commands, bench, demo, generate, models, quality, recipes, store_commands, train, web_commands
 
 #: Each module adds its verbs to the parser and returns nothing; each verb's handler returns an exit code.
-VERB_MODULES = (generate, recipes, store_commands, quality, models, train, demo, api_commands, web_commands)
+VERB_MODULES = (generate, recipes, store_commands, quality, models, train, demo, api_commands, web_commands, bench)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

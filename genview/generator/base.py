@@ -132,6 +132,19 @@ class ViewGenerator(abc.ABC):
     ) -> torch.Tensor:
         """Return uint8 images [B, 3, S, S] on CPU, row i conditioned on embeddings[i] with noise from seeds[i]."""
 
+    def embed_on_device(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        """Like `embed`, but may leave the embeddings on the model's device (no host sync); default: `embed`."""
+        return self.embed(images)
+
+    def generate_on_device(
+        self,
+        embeddings: torch.Tensor,
+        seeds: Sequence[int],
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Like `generate`, but may leave the uint8 images on the model's device; default: `generate`."""
+        return self.generate(embeddings, seeds, labels=labels)
+
     def describe(self) -> dict[str, Any]:
         """Return what the store's spec records about this model."""
         return {"model": self.model_name, "weights": self.weights.to_dict(), "params": self.params}

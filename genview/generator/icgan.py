@@ -41,7 +41,13 @@ from genview.generator.base import (
     read_random_marker,
     sha256_files,
 )
-from genview.generator.biggan import BigGANConfig, BigGANGenerator, config_from_ic_gan, config_to_ic_gan
+from genview.generator.biggan import (
+    BigGANConfig,
+    BigGANGenerator,
+    cache_spectral_norms,
+    config_from_ic_gan,
+    config_to_ic_gan,
+)
 from genview.generator.resnet_features import (
     ResNetFeatures,
     crop_and_resize,
@@ -189,7 +195,7 @@ class _ICGANBase(ViewGenerator):
     default_feature_extractor: ClassVar[str]
     default_truncation: ClassVar[float]
     #: Names the user can pass as ``**params``.
-    param_names: ClassVar[tuple[str, ...]] = ("truncation", "truncation_mode", "dtype", "channels_last")
+    param_names: ClassVar[tuple[str, ...]] = ("truncation", "truncation_mode", "dtype", "channels_last", "tf32", "compile")
 
     def __init__(
         self,
@@ -200,8 +206,10 @@ class _ICGANBase(ViewGenerator):
         device: str | torch.device = "cpu",
         truncation: float | None = None,
         truncation_mode: str = "scaled",
-        dtype: str = "float32",
+        dtype: str = "auto",
         channels_last: bool = True,
+        tf32: bool = True,
+        compile: bool = False,
     ):
         if network.config.class_cond != self.class_cond:
             other = "cc-icgan" if network.config.class_cond else "icgan"
@@ -219,9 +227,10 @@ class _ICGANBase(ViewGenerator):
             raise ValueError(f"truncation must be a finite number >= 0, got {truncation}")
         if truncation_mode not in TRUNCATION_MODES:
             raise ValueError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {truncation_mode!r}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype != "auto" and dtype not in _DTYPES:
+            raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
         self._device = torch.device(device)
+        dtype = resolve_dtype(dtype, self._device)
         if self._device.type != "cuda" and dtype != "float32":
             # Reduced-precision autocast is a CUDA speed-up; elsewhere run (and record) float32.
             warnings.warn(f"dtype={dtype} applies on CUDA only; running {self._device} in float32")
@@ -238,6 +247,17 @@ class _ICGANBase(ViewGenerator):
             self.network.to(memory_format=torch.channels_last)
             self.network.memory_format = torch.channels_last
             self.encoder.to(memory_format=torch.channels_last)
+        # Eval-mode spectral norms never change: computed once here, not in every forward.
+        cache_spectral_norms(self.network)
+        # TF32 is a CUDA matmul/conv precision choice; set explicitly (not left to torch's defaults) and recorded.
+        self._tf32 = bool(tf32) and self._device.type == "cuda"
+        if self._device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self._tf32
+            torch.backends.cudnn.allow_tf32 = self._tf32
+        # torch.compile needs a CUDA toolchain to pay off (and a C++ compiler on CPU): CUDA only; CUDA
+        # graphs ("reduce-overhead") replay each batch shape's kernels without per-kernel launch cost.
+        self._compiled = bool(compile) and self._device.type == "cuda"
+        self._forward = torch.compile(self.network, mode="reduce-overhead") if self._compiled else self.network
 
     # ----------------------------------------------------------------- construction
 
@@ -356,7 +376,11 @@ class _ICGANBase(ViewGenerator):
     @property
     def params(self) -> dict[str, Any]:
         """Generation settings in force."""
-        return {"truncation": self._truncation, "truncation_mode": self._truncation_mode, "dtype": self._dtype_name}
+        params = {"truncation": self._truncation, "truncation_mode": self._truncation_mode, "dtype": self._dtype_name}
+        if self._device.type == "cuda":
+            # CUDA-only settings, recorded where they apply (CPU stores keep their identity unchanged).
+            params.update(tf32=self._tf32, compile=self._compiled)
+        return params
 
     @property
     def image_size(self) -> int:
@@ -376,18 +400,13 @@ class _ICGANBase(ViewGenerator):
     # ----------------------------------------------------------------- inference
 
     def _run(self, fn, *batches: torch.Tensor | None) -> torch.Tensor:
-        """Apply ``fn`` to batch tensors; off CUDA, one row at a time.
+        """Apply ``fn`` to the whole batch on every device.
 
-        CPU GEMM and convolution kernels pick their blocking, hence their summation order, from
-        the batch size, so a batched CPU run would make a row's output depend on its batch
-        (the last bits, enough to flip uint8 pixels). Row by row, a view is exactly the same
-        whichever batch it falls in. On CUDA the batch runs whole (same view up to GPU numerics).
+        Kernels pick their blocking (hence summation order) from the batch size, so a row's pixels
+        may differ by one level between batch sizes; its noise and condition never do. Byte-identical
+        output whatever the batch comes from running rows one at a time (the engine's ``--exact``).
         """
-        if self._device.type == "cuda":
-            return fn(*batches)
-        size = next(b for b in batches if b is not None).shape[0]
-        rows = [fn(*(None if b is None else b[i : i + 1] for b in batches)) for i in range(size)]
-        return torch.cat(rows)
+        return fn(*batches)
 
     def _autocast(self):
         if self._device.type == "cuda" and self._dtype_name != "float32":
@@ -396,16 +415,20 @@ class _ICGANBase(ViewGenerator):
 
     def embed(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         """Return L2-normalised ResNet features [N, D] (float32, CPU) with ic_gan's preprocessing."""
+        return self.embed_on_device(images).cpu()
+
+    def embed_on_device(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        """Return L2-normalised ResNet features [N, D] (float32) left on the model's device."""
         pixels = crop_and_resize(images, self.image_size)
         if pixels.shape[0] == 0:
-            return torch.empty(0, self.embedding_dim)
+            return torch.empty(0, self.embedding_dim, device=self._device)
         with torch.no_grad():
             x = normalize_for_encoder(pixels.to(self._device))
             if self._channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                feats = self._run(self.encoder, x)
-            return F.normalize(feats.float(), dim=1).cpu()
+            # The encoder stays float32 (no autocast): its features are compared by cosine to pick views.
+            feats = self._run(self.encoder, x)
+            return F.normalize(feats.float(), dim=1)
 
     def sample_z(self, seeds: Sequence[int]) -> torch.Tensor:
         """Return z [B, z_dim] (CPU), row i from ``torch_generator(seeds[i])`` as ``truncation_mode`` says."""
@@ -428,6 +451,15 @@ class _ICGANBase(ViewGenerator):
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return uint8 images [B, 3, S, S] (CPU), row i from embeddings[i] and noise from seeds[i]."""
+        return self.generate_on_device(embeddings, seeds, labels=labels).cpu().contiguous()
+
+    def generate_on_device(
+        self,
+        embeddings: torch.Tensor,
+        seeds: Sequence[int],
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return uint8 images [B, 3, S, S] left on the model's device (see `generate`)."""
         cfg = self.network.config
         if embeddings.dim() != 2 or embeddings.shape[1] != cfg.instance_sz:
             raise ValueError(f"embeddings must be [B, {cfg.instance_sz}], got {tuple(embeddings.shape)}")
@@ -436,15 +468,33 @@ class _ICGANBase(ViewGenerator):
         label_tensor = self._check_labels(labels, embeddings.shape[0])
         z = self.sample_z(seeds)
         if z.shape[0] == 0:
-            return torch.empty(0, 3, cfg.resolution, cfg.resolution, dtype=torch.uint8)
+            return torch.empty(0, 3, cfg.resolution, cfg.resolution, dtype=torch.uint8, device=self._device)
         with torch.no_grad():
             feats = embeddings.to(self._device, torch.float32)
-            z = z.to(self._device)
+            if self._device.type == "cuda":
+                # From pinned memory the upload is asynchronous: it does not wait for the previous
+                # batch's kernels, so the engine can queue this batch while that one runs.
+                z = z.pin_memory().to(self._device, non_blocking=True)
+            else:
+                z = z.to(self._device)
             if label_tensor is not None:
                 label_tensor = label_tensor.to(self._device)
             with self._autocast():
-                images = self._run(self.network, z, feats, label_tensor)
-            return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().contiguous()
+                images = self._run(self._forward, z, feats, label_tensor)
+            return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def resolve_dtype(name: str, device: torch.device) -> str:
+    """Return the dtype an ``auto`` request runs: bfloat16 on CUDA GPUs that support it, else float32.
+
+    bf16 keeps float32's range, so BigGAN's batch norms and the unscaled attention logits cannot
+    overflow as in float16; spectral norms are taken in float32 and the encoder runs in float32.
+    """
+    if name != "auto":
+        return name
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
 
 
 class ICGANGenerator(_ICGANBase):

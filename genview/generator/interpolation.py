@@ -37,10 +37,10 @@ def _exact_endpoints(result: torch.Tensor, primary: torch.Tensor, secondary: tor
 def lerp(primary: torch.Tensor, secondary: torch.Tensor, alpha: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Return (1 - alpha) * primary + alpha * secondary row-wise; alpha=0/1 give the inputs exactly."""
     _check_pair(primary, secondary)
-    a = _alpha_column(alpha, primary.shape[0])
+    a = _alpha_column(alpha, primary.shape[0]).to(primary.device)  # the engine keeps embeddings on the GPU
     p, s = primary.double(), secondary.double()
     out = ((1 - a) * p + a * s).to(primary.dtype)
-    return _exact_endpoints(out, primary, secondary, a.to(primary.device))
+    return _exact_endpoints(out, primary, secondary, a)
 
 
 def slerp(

@@ -22,10 +22,11 @@ _MODELS: dict[str, str] = {
 #: the service resolves it against the caller's read roots; "scalar" is any JSON number/string/bool/null.
 #: tests/api/test_api_units.py keeps this in step with the generator classes.
 _PARAMS: dict[str, dict[str, str]] = {
-    "icgan": {"truncation": "scalar", "dtype": "scalar", "channels_last": "scalar", "encoder_weights": "path"},
-    "cc-icgan": {"truncation": "scalar", "dtype": "scalar", "channels_last": "scalar", "encoder_weights": "path"},
+    **{name: {"truncation": "scalar", "truncation_mode": "scalar", "dtype": "scalar", "channels_last": "scalar",
+              "tf32": "scalar", "compile": "scalar", "encoder_weights": "path"} for name in ("icgan", "cc-icgan")},
     "unclip": {name: "scalar" for name in (
-        "noise_level", "guidance_scale", "num_inference_steps", "scheduler", "image_size", "dtype", "compile")},
+        "noise_level", "guidance_scale", "num_inference_steps", "scheduler", "eta", "rescale_betas_zero_snr",
+        "timestep_spacing", "source_crop", "image_size", "dtype", "compile")},
     "eldm": {name: "scalar" for name in (
         "steps", "guidance_preset", "guidance_scale", "scheduler", "eta", "normalize_embedding", "precision", "compile")},
 }

@@ -574,14 +574,10 @@ class UnCLIPGenerator(ViewGenerator):
         batch = embeddings.shape[0]
         if batch == 0:
             return torch.zeros(0, 3, self._image_size, self._image_size, dtype=torch.uint8)
-        # CUDA runs the whole (source x view) batch at once. CPU kernels (oneDNN convolutions, gemv vs
-        # gemm) round differently for different batch sizes, so on CPU each view runs alone: its pixels
-        # are then bit-identical whatever batch it came in (CPU is the test / demo path, not the fast one).
-        rows = batch if self._device.type == "cuda" else 1
-        views = [
-            self._generate_rows(embeddings[i : i + rows], seeds[i : i + rows]) for i in range(0, batch, rows)
-        ]
-        return torch.cat(views)
+        # The whole (source x view) batch runs at once on every device: a row's noise and condition do
+        # not depend on its batch, its pixels may move by a level (kernels round differently per batch
+        # size). Byte-identical views whatever the batch: run rows one at a time (the engine's --exact).
+        return self._generate_rows(embeddings, seeds)
 
     def _generate_rows(self, embeddings: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         """Run the pipeline once for a group of rows; see `generate`."""

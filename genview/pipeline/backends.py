@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from genview.datastore.store import Store
-from genview.generator.base import ViewGenerator
+from genview.generator.base import ViewGenerator, WeightsInfo
 from genview.pipeline.progress import JobProgress
 from genview.pipeline.shard import SourceItem, ViewSettings, run_shard
 from genview.pipeline.spec import GenerateSpec
@@ -23,11 +25,46 @@ class ShardPlan:
     shards: dict[int, list[dict[str, Any]]]
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelDescription:
+    """What a store records about the model its workers run, and what planning needs (no model object)."""
+
+    weights: WeightsInfo
+    params: dict[str, Any]
+    image_size: int
+    needs_labels: bool
+    default_alphas: list[float] | None = None
+    device: str = "cpu"
+
+    @classmethod
+    def of(cls, generator: ViewGenerator) -> "ModelDescription":
+        """Describe a loaded generator."""
+        alphas = getattr(generator, "default_alphas", None)
+        return cls(weights=generator.weights, params=dict(generator.params), image_size=int(generator.image_size),
+                   needs_labels=bool(generator.needs_labels), default_alphas=list(alphas) if alphas else None,
+                   device=str(generator.device))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-able (and picklable across Ray) form."""
+        return {**dataclasses.asdict(self), "weights": self.weights.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelDescription":
+        """Inverse of `to_dict`."""
+        return cls(**{**data, "weights": WeightsInfo(**data["weights"])})
+
+
 class Backend(Protocol):
     """Runs every shard of a plan, reporting to a JobProgress."""
 
+    def describe(self, spec: GenerateSpec) -> ModelDescription:
+        """Return the model the workers run (weights digest, resolved params), as the store records it."""
+
     def run(self, plan: ShardPlan, progress: JobProgress) -> None:
         """Make every shard in the plan; return when all are committed."""
+
+    def close(self) -> None:
+        """Release workers started by `describe` or `run` (idempotent)."""
 
 
 class InProcessBackend:
@@ -36,13 +73,60 @@ class InProcessBackend:
     def __init__(self, generator: ViewGenerator):
         self.generator = generator
 
+    def describe(self, spec: GenerateSpec) -> ModelDescription:
+        """Describe this process's generator."""
+        return ModelDescription.of(self.generator)
+
+    def close(self) -> None:
+        """Nothing to release: the generator belongs to the caller."""
+
     def run(self, plan: ShardPlan, progress: JobProgress) -> None:
         """Make the plan's shards in order in this process."""
 
         def on_source(item: SourceItem) -> None:
             progress.sources_done(1, len(item.encoded), 0 if item.ok else 1, shard=item.record.get("shard"))
 
-        with ThreadPoolExecutor(max_workers=plan.spec.io_threads, thread_name_prefix="genview-io") as pool:
+        with torch_threads(cpu_threads(plan.spec, self.generator.device.type, usable_cpus())), \
+                ThreadPoolExecutor(max_workers=plan.spec.io_threads, thread_name_prefix="genview-io") as pool:
             for shard, records in sorted(plan.shards.items()):
                 stats = run_shard(plan.store, shard, records, self.generator, plan.settings, pool, on_source=on_source)
                 progress.shard_done(stats)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_threads(spec: GenerateSpec, device_type: str, cpus: int) -> int:
+    """torch intra-op threads for one worker: --threads, else 1 beside an accelerator, else DEFAULT_CPU_THREADS.
+
+    With a GPU the host threads only draw noise and launch kernels, and the io threads need the
+    cores. On CPU the model competes with the io threads for the same cores; see DEFAULT_CPU_THREADS.
+    """
+    if spec.threads:
+        return spec.threads
+    if device_type != "cpu":
+        return 1
+    return max(1, min(cpus, DEFAULT_CPU_THREADS))
+
+
+#: Default torch threads for a CPU worker. Measured on this 2-core machine with the tiny IC-GAN
+#: (bench/bench_pipeline.py --threads 1 / 2, README): see the README's table for the figures.
+DEFAULT_CPU_THREADS = 1
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with `count` torch intra-op threads, restoring the caller's setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

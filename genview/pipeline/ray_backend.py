@@ -26,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
+import torch
+
 try:
     import ray
     from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
@@ -36,7 +38,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
 
 from genview.datastore import layout
 from genview.datastore.store import Store
-from genview.pipeline.backends import ShardPlan
+from genview.pipeline.backends import ModelDescription, ShardPlan, cpu_threads
 from genview.pipeline.progress import JobProgress
 from genview.pipeline.runner import load_generator
 from genview.pipeline.shard import SourceItem, ViewSettings, run_shard
@@ -58,11 +60,21 @@ class ShardFailedError(RuntimeError):
 class ShardWorker:
     """A Ray actor: loads the spec's generator once, then makes whole shards with `run_shard`."""
 
-    def __init__(self, spec_json: str):
+    def __init__(self, spec_json: str, driver: dict[str, Any] | None = None):
         self.spec = GenerateSpec.model_validate_json(spec_json)
+        if driver is not None:
+            # First, before the model loads: a driver that died meanwhile must not get a worker at all.
+            DriverWatch(driver).start()
         self.generator = load_generator(self.spec)
+        # torch threads chosen, not inherited: one per CPU Ray reserved for this actor on CPU, 1 beside a GPU.
+        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        torch.set_num_threads(cpu_threads(self.spec, self.generator.device.type, max(1, int(reserved))))
         self.pool = ThreadPoolExecutor(max_workers=self.spec.io_threads, thread_name_prefix="genview-io")
         self.store = Store(self.spec.out)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the model as this worker runs it (weights digest, resolved params on its device)."""
+        return ModelDescription.of(self.generator).to_dict()
 
     def info(self) -> dict[str, Any]:
         """Return who this incarnation is: actor id, node, pid, device."""
@@ -118,6 +130,61 @@ class ShardWorker:
         if "error" in outcome:
             raise outcome["error"]
         yield {"stats": outcome["stats"]}
+
+
+def driver_identity() -> dict[str, Any]:
+    """Who the driver is, for its workers' DriverWatch: node address, pid, Ray job id."""
+    return {"ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
+            "job_id": ray.get_runtime_context().get_job_id()}
+
+
+class DriverWatch(threading.Thread):
+    """Ends the worker process as soon as its driver is gone, so no shard is committed behind a dead job.
+
+    Ray reaps a dead driver's actors only once it notices (that took up to 100 s after a SIGKILL,
+    during which a worker went on and committed another shard). On the driver's machine its pid is
+    checked every `poll_seconds`; elsewhere Ray's job table says whether the job is dead.
+    """
+
+    def __init__(self, driver: dict[str, Any], poll_seconds: float = 0.25):
+        super().__init__(name="genview-driver-watch", daemon=True)
+        self.driver = driver
+        self.poll_seconds = poll_seconds
+        self.same_node = driver.get("ip") == ray.util.get_node_ip_address()
+
+    def driver_alive(self) -> bool:
+        """True while the driver process (or, off its node, its Ray job) is alive."""
+        if self.same_node:
+            try:
+                os.kill(int(self.driver["pid"]), 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True  # exists, owned by someone else
+            return True
+        return not _job_is_dead(self.driver.get("job_id"))
+
+    def run(self) -> None:
+        """Poll; on the driver's death exit this process at once (a shard in flight is never committed)."""
+        while self.driver_alive():
+            time.sleep(self.poll_seconds if self.same_node else max(self.poll_seconds, 1.0))
+        logger.warning("genview worker %d: driver %s is gone; exiting", os.getpid(), self.driver)
+        os._exit(0)
+
+
+def _job_is_dead(job_id: str | None) -> bool:
+    """True when Ray's job table marks the job dead; False when alive or unknown."""
+    if not job_id:
+        return False
+    try:
+        from ray._private.state import state as gcs_state
+
+        for job in gcs_state.job_table():
+            if job.get("JobID") == job_id:
+                return bool(job.get("IsDead"))
+    except Exception:  # noqa: BLE001 - a private API that moved only disables this check
+        return False
+    return False
 
 
 @dataclasses.dataclass
@@ -182,6 +249,9 @@ class RayBackend:
         self.committed_by: dict[int, dict[str, Any]] = {}
         #: Shards whose attempt was lost after it had committed (found by their done marker, not redone).
         self.found_done: set[int] = set()
+        self._workers: list[_Worker] | None = None  # the job's actors, from `describe` or `run` until `close`
+        self._options: dict[str, Any] = {}
+        self._started = False  # Ray was started (not joined) by this backend
 
     # -- cluster ---------------------------------------------------------------------------
     def _connect(self, spec: GenerateSpec) -> bool:
@@ -239,27 +309,57 @@ class RayBackend:
         return count, options
 
     # -- the job ---------------------------------------------------------------------------
+    def _start(self, spec: GenerateSpec) -> None:
+        """Connect to Ray and create the actors (once per job; `close` undoes it)."""
+        if self._workers is not None:
+            return
+        self._started = self._connect(spec)
+        self._workers = []
+        count, options = self._actor_options(spec, local=self._started and not self.address)
+        actor_class = ray.remote(ShardWorker)
+        spec_json = spec.model_dump_json()
+        driver = driver_identity()
+        self._options = options
+        self._workers = [_Worker(i, actor_class.options(**options).remote(spec_json, driver)) for i in range(count)]
+
+    def describe(self, spec: GenerateSpec) -> ModelDescription:
+        """Start the workers and ask one for the model it loaded: the driver never builds a model."""
+        self._start(spec)
+        errors = []
+        for worker in self._workers:
+            try:
+                return ModelDescription.from_dict(ray.get(worker.handle.describe.remote()))
+            except RayTaskError as exc:
+                raise RuntimeError(f"a genview Ray worker could not describe its model:\n{exc}") from exc
+            except RayActorError as exc:
+                if getattr(exc, "actor_init_failed", False) or isinstance(exc, ActorDiedError):
+                    raise RuntimeError(f"a genview Ray worker could not start (loading the model failed):\n{exc}") from exc
+                errors.append(str(exc))  # unreachable for now: ask the next one
+        raise RuntimeError("no genview Ray worker answered: " + "; ".join(errors))
+
     def run(self, plan: ShardPlan, progress: JobProgress) -> None:
         """Make every shard of the plan on Ray actors; return when all are committed."""
-        if not plan.shards:
-            return
-        started = self._connect(plan.spec)
-        workers: list[_Worker] = []
         try:
-            count, options = self._actor_options(plan.spec, local=started and not self.address)
-            actor_class = ray.remote(ShardWorker)
-            spec_json = plan.spec.model_dump_json()
-            workers = [_Worker(i, actor_class.options(**options).remote(spec_json)) for i in range(count)]
-            _Dispatcher(self, plan, progress, workers, options).run()
+            if plan.shards:
+                self._start(plan.spec)
+                _Dispatcher(self, plan, progress, self._workers, self._options).run()
         finally:
-            # Also on errors and Ctrl-C: no actor may go on writing once the driver has given up.
-            for worker in workers:
-                try:
-                    ray.kill(worker.handle, no_restart=True)
-                except Exception:  # noqa: BLE001 - already gone is fine
-                    pass
-            if started:
-                ray.shutdown()
+            self.close()
+
+    def close(self) -> None:
+        """Kill this job's actors and disconnect from a Ray instance started here (idempotent).
+
+        Also on errors and Ctrl-C: no actor may go on writing once the driver has given up.
+        """
+        for worker in self._workers or []:
+            try:
+                ray.kill(worker.handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+        self._workers = None
+        if self._started:
+            self._started = False
+            ray.shutdown()
 
 
 class _Dispatcher:

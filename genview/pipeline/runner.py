@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import sys
@@ -18,7 +19,7 @@ from genview.datastore.store import Store, StoreError, spec_differences
 from genview.datastore.verify import quick_check_shard, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.generator.registry import get_generator_class
-from genview.pipeline.backends import Backend, InProcessBackend, ShardPlan
+from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
 from genview.pipeline.progress import JobProgress, LiveProgressFile
 from genview.pipeline.shard import ViewSettings
 from genview.pipeline.spec import IDENTITY_FIELDS, GenerateSpec, resolve_device
@@ -48,6 +49,8 @@ class JobSummary:
     random_weights: bool
     views_run: int = 0  # views made by this run (the others were already done)
     skipped_files: int = 0  # files in the source folder that are not images (not sources)
+    device_busy: float | None = None  # fraction of shard time the device had work (engine stats of the done shards)
+    bottleneck: str | None = None  # the stage most shards named as their limit
 
     def __str__(self) -> str:
         text = f"{self.out}: {self.ok} sources -> {self.views} views, {self.failed} failed sources ({self.shards} shards"
@@ -58,6 +61,8 @@ class JobSummary:
             text += f", {self.shards_run} run now: {self.views_run} views in {self.seconds:.1f} s, {rate:.1f} views/s)"
         if self.skipped_files:
             text += f"\n{self.skipped_files} file(s) in the source were skipped as not images (listed in genview.json)"
+        if self.device_busy is not None:
+            text += f"\ndevice busy {self.device_busy:.0%} of shard time; bottleneck: {self.bottleneck}"
         if self.random_weights:
             text += "\nviews are from RANDOM weights (a `models init` preset), not a trained model"
         return text
@@ -78,7 +83,7 @@ def load_generator(spec: GenerateSpec) -> ViewGenerator:
     return cls.from_pretrained(spec.weights, device=resolve_device(spec.device), **kwargs)
 
 
-def resolved_alphas(spec: GenerateSpec, generator: ViewGenerator) -> list[float] | None:
+def resolved_alphas(spec: GenerateSpec, generator: ViewGenerator | ModelDescription) -> list[float] | None:
     """Interpolation ratios in force: the spec's, else the model's preset (E-LDM), else Gen-SIS's 0.5."""
     if not spec.interpolate:
         return None
@@ -99,16 +104,16 @@ def uses_ray(spec: GenerateSpec) -> bool:
     return bool(ray_address(spec) or spec.workers)
 
 
-def make_backend(spec: GenerateSpec, generator: ViewGenerator) -> Backend:
-    """Ray actors when an address or --workers is given, else the in-process default."""
+def make_backend(spec: GenerateSpec, generator: ViewGenerator | None = None) -> Backend:
+    """Ray actors when an address or --workers is given, else the in-process default (loading the model if not given)."""
     if uses_ray(spec):
         from genview.pipeline.ray_backend import RayBackend  # Ray is an optional extra: imported only here
 
         return RayBackend(address=ray_address(spec), workers=spec.workers)
-    return InProcessBackend(generator)
+    return InProcessBackend(generator or load_generator(spec))
 
 
-def store_identity(spec: GenerateSpec, generator: ViewGenerator) -> dict[str, Any]:
+def store_identity(spec: GenerateSpec, generator: ViewGenerator | ModelDescription) -> dict[str, Any]:
     """Return the spec as recorded in genview.json: identity fields plus the model's resolved settings."""
     identity = {name: getattr(spec, name) for name in IDENTITY_FIELDS}
     identity["source"] = canonical_url(spec.source)
@@ -226,8 +231,21 @@ def generate(
     The backend runs the shards (default: in this process with `generator`). `live_progress` keeps
     OUT/_progress.json current while shards run (what the job service shows between done markers).
     """
-    # On Ray the driver's copy only records the model's identity; the actors load their own on their devices.
-    generator = generator or load_generator(spec.model_copy(update={"device": "cpu"}) if uses_ray(spec) else spec)
+    backend = backend or make_backend(spec, generator)
+    try:
+        return _generate(spec, backend, overwrite=overwrite, progress=progress, on_shard=on_shard,
+                         check_hashes=check_hashes, live_progress=live_progress)
+    finally:
+        backend.close()
+
+
+def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress: bool,
+              on_shard: Callable[[dict[str, Any]], None] | None, check_hashes: bool,
+              live_progress: bool) -> JobSummary:
+    """Plan and run a job on a backend; see `generate`."""
+    # The model as the workers run it (on Ray: described by a worker on its device; this process
+    # never builds one), so genview.json records exactly what made the views.
+    generator = backend.describe(spec)
     weights = generator.weights
     if weights.random_init:
         print(RANDOM_WEIGHTS_WARNING.format(model=spec.model, path=weights.id, preset=weights.preset), file=sys.stderr)
@@ -262,13 +280,13 @@ def generate(
         format=spec.format, quality=spec.quality, view_size=spec.view_size,
         alphas=resolved_alphas(spec, generator), interpolation=spec.interpolation,
         store_embeddings=spec.store_embeddings, source_copy=spec.source_copy, source_size=spec.source_size,
+        exact=spec.exact,
     )
     already = sum(len(rows) for shard, rows in by_shard.items() if shard in done)
     start = time.perf_counter()
     live = LiveProgressFile(store) if live_progress else None
     job_progress = JobProgress(len(records), already, f"genview {spec.model}", enabled=progress, on_shard=on_shard,
                                live=live)
-    backend = backend or make_backend(spec, generator)
     try:
         backend.run(ShardPlan(store=store, spec=spec, settings=settings, shards=todo), job_progress)
     finally:
@@ -282,13 +300,21 @@ def summarize(store: Store, shards_run: set[int] | None = None, seconds: float =
     totals = {"sources": 0, "ok": 0, "failed": 0, "views": 0}
     views_run = 0
     done = store.done_shards()
+    busy = shard_seconds = 0.0
+    bottlenecks: collections.Counter = collections.Counter()
     for shard in done:
         stats = store.read_stats(shard)
         for name in totals:
             totals[name] += int(stats.get(name, 0))
         if shards_run and shard in shards_run:
             views_run += int(stats.get("views", 0))
+        if "device_busy_seconds" in stats:  # done markers written by the staged engine
+            busy += float(stats["device_busy_seconds"])
+            shard_seconds += float(stats.get("seconds") or 0.0)
+            bottlenecks[stats.get("bottleneck")] += 1
     return JobSummary(
+        device_busy=round(min(1.0, busy / shard_seconds), 4) if shard_seconds > 0 else None,
+        bottleneck=bottlenecks.most_common(1)[0][0] if bottlenecks else None,
         out=store.url,
         shards=len(done),
         shards_run=len(shards_run or ()),

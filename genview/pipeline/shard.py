@@ -1,19 +1,19 @@
-"""The shard function: decode -> embed -> K views per source -> encode -> commit, as iterator stages.
+"""The shard function: decode -> embed -> K views per source -> encode -> commit.
 
 The same `run_shard` runs in-process and inside a Ray actor; nothing else differs between the two.
-Each stage is an iterator -> iterator over `SourceItem`s in source order, so stages can be tested on lists.
+The stages run concurrently in `genview.pipeline.engine`; this module holds what each does to a
+source (`load_and_decode`, `encode_item`, `sample_members`) and the writer (`run_shard`).
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import io
 import json
 import os
 import time
-from concurrent.futures import Executor, Future
-from typing import Any, Callable, Iterable, Iterator
+from concurrent.futures import Executor
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -24,13 +24,12 @@ from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
 from genview.datastore.shard_writer import ShardWriter
 from genview.datastore.store import Store
 from genview.generator.base import ViewGenerator
-from genview.generator.interpolation import interpolate
-from genview.generator.seeding import view_seed
 from genview.pipeline.decode import DRAFT_FLOOR, DecodeError, decode_image, draft_min_side
-from genview.pipeline.encode import FORMATS, encode_view
+from genview.pipeline.encode import FORMATS, encode_pixels
+from genview.pipeline.engine import StageClock, pool_width, run_stages
 from genview.pipeline.source_copy import SourceCopy
 
-#: Sources are decoded at least this large (short side); per model, twice its input side (see draft_min_side).
+#: Sources are decoded at least this large (short side) before the encoder crops them to 224.
 DECODE_MIN_SIDE = DRAFT_FLOOR
 
 
@@ -51,6 +50,7 @@ class ViewSettings:
     alphas: list[float] | None = None
     interpolation: str = "lerp"
     store_embeddings: bool = False  # keep each source's condition embedding in its sample (KEY.emb.npy)
+    exact: bool = False  # run every forward row by row: byte-identical views whatever the batch (slower)
     source_copy: str = "jpg"  # how the source is kept: jpg/png as the generator saw it, original, none
     source_size: int | None = None  # short side of the stored source copy (jpg/png)
 
@@ -73,28 +73,18 @@ class SourceItem:
     image: Any = None  # PIL image once decoded
     source_member: tuple[str, bytes] | None = None  # (extension, bytes) of the KEY.src.* member
     error: str | None = None
-    embedding: torch.Tensor | None = None  # [D]
+    embedding: torch.Tensor | None = None  # [D], on the model's device
     secondary: "SourceItem | None" = None  # the paired source, for interpolated views
     views: list[np.ndarray | None] = dataclasses.field(default_factory=list)  # HxWx3 uint8 per view
     seeds: list[int | None] = dataclasses.field(default_factory=list)
     similarity: list[float] = dataclasses.field(default_factory=list)
     encoded: list[tuple[bytes, int, int]] = dataclasses.field(default_factory=list)
+    rows_left: int = 0  # generator rows of this source not yet finished by the device stage
 
     @property
     def ok(self) -> bool:
         """True while nothing has failed for this source."""
         return self.error is None
-
-
-@dataclasses.dataclass
-class StageTimer:
-    """Seconds spent per stage in the calling thread (generation is what the GPU would do)."""
-
-    seconds: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-
-    def add(self, stage: str, since: float) -> None:
-        """Add the time elapsed since `since` to a stage."""
-        self.seconds[stage] += time.perf_counter() - since
 
 
 def _read_bytes(uri: str, cache: dict[str, Any], raw_path: bytes | None = None) -> bytes:
@@ -118,7 +108,7 @@ def load_and_decode(
     """Read and decode one source (and its secondary, if paired); failures become item.error.
 
     With `copy`, the source member is encoded here too, in the reading thread, from the image
-    the generator will see. JPEGs are draft-decoded to no less than `min_side`.
+    the generator will see.
     """
     item = _load_one(record, fs_cache, copy, min_side)
     if item.ok and record.get("secondary_candidates"):
@@ -157,128 +147,13 @@ def _load_one(
     return item
 
 
-def decode_stage(
-    records: Iterable[dict[str, Any]],
-    pool: Executor,
-    lookahead: int = 16,
-    copy: SourceCopy | None = None,
-    min_side: int = DECODE_MIN_SIDE,
-) -> Iterator[SourceItem]:
-    """Read+decode sources in a thread pool, `lookahead` ahead, yielding them in order (JPEGs drafted to >= min_side)."""
-    fs_cache: dict[str, Any] = {}
-    pending: collections.deque[Future] = collections.deque()
-    for record in records:
-        pending.append(pool.submit(load_and_decode, record, fs_cache, copy, min_side))
-        if len(pending) >= lookahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def embed_stage(items: Iterable[SourceItem], generator: ViewGenerator, batch_size: int, timer: StageTimer) -> Iterator[SourceItem]:
-    """Compute each decoded source's condition embedding once, in batches."""
-    batch: list[SourceItem] = []
-
-    def flush() -> Iterator[SourceItem]:
-        good = [it for it in batch if it.ok]
-        good += [it.secondary for it in good if it.secondary is not None]
-        if good:
-            start = time.perf_counter()
-            embeddings = generator.embed([it.image for it in good])
-            timer.add("embed", start)
-            for it, emb in zip(good, embeddings):
-                it.embedding = emb
-                it.image = None  # the decoded pixels are not needed past the encoder
-        yield from batch
-        batch.clear()
-
-    for item in items:
-        batch.append(item)
-        if len(batch) >= batch_size:
-            yield from flush()
-    yield from flush()
-
-
-def generate_stage(
-    items: Iterable[SourceItem], generator: ViewGenerator, settings: ViewSettings, timer: StageTimer
-) -> Iterator[SourceItem]:
-    """Make K views per source, batching (source x view x candidate) rows across sources.
-
-    Rows are source-major, so sources complete in order; a source is yielded as soon as all of its
-    views are made. With best_of > 1 each view keeps the candidate most similar to its source.
-    """
-    k, best_of, batch_size = settings.k, settings.best_of, settings.batch_size
-    waiting: collections.deque[SourceItem] = collections.deque()  # in source order
-    rows: collections.deque[tuple[SourceItem, int, int]] = collections.deque()  # (item, view, candidate)
-
-    def run_batch(batch: list[tuple[SourceItem, int, int]]) -> None:
-        start = time.perf_counter()
-        embeddings = torch.stack([it.embedding for it, _, _ in batch])
-        conditions = embeddings
-        if settings.alphas:
-            secondaries = torch.stack([it.secondary.embedding for it, _, _ in batch])
-            # interpolate(p, s, t) weights the secondary by t; Gen-SIS's alpha weights the primary.
-            secondary_weights = [1.0 - settings.alpha(j) for _, j, _ in batch]
-            conditions = interpolate(embeddings, secondaries, secondary_weights, settings.interpolation)
-        seeds = [view_seed(settings.seed, it.record["source_id"], j, c) for it, j, c in batch]
-        labels = None
-        if generator.needs_labels:
-            labels = torch.tensor([it.record["label_index"] for it, _, _ in batch], dtype=torch.long)
-        images = generator.generate(conditions, seeds, labels=labels)
-        timer.add("generate", start)
-        start = time.perf_counter()
-        # Similarity under the conditioning encoder: every view gets its faithfulness score.
-        view_embeddings = generator.embed(images)
-        # Cosine, not a dot product: unCLIP's embeddings are raw CLIP vectors (unit-norm ones give the same).
-        similarity = torch.nn.functional.cosine_similarity(view_embeddings, embeddings, dim=1).tolist()
-        timer.add("score", start)
-        pixels = images.permute(0, 2, 3, 1).numpy()
-        for (item, j, _), px, seed, sim in zip(batch, pixels, seeds, similarity):
-            if item.seeds[j] is None or sim > item.similarity[j]:
-                item.views[j], item.seeds[j], item.similarity[j] = px.copy(), seed, float(sim)
-
-    def finished() -> Iterator[SourceItem]:
-        pending_items = {id(it) for it, _, _ in rows}
-        while waiting and id(waiting[0]) not in pending_items:
-            yield waiting.popleft()
-
-    for item in items:
-        waiting.append(item)
-        if item.ok:
-            item.views = [None] * k
-            item.seeds = [None] * k
-            item.similarity = [float("-inf")] * k
-            rows.extend((item, j, c) for j in range(k) for c in range(best_of))
-        while len(rows) >= batch_size:
-            run_batch([rows.popleft() for _ in range(batch_size)])
-            yield from finished()
-        yield from finished()
-    while rows:
-        run_batch([rows.popleft() for _ in range(min(batch_size, len(rows)))])
-    yield from finished()
-
-
-def _encode_item(item: SourceItem, settings: ViewSettings) -> SourceItem:
-    item.encoded = [encode_view(px, settings.format, settings.quality, settings.view_size) for px in item.views]
+def encode_item(item: SourceItem, settings: ViewSettings) -> SourceItem:
+    """Encode a finished source's views (already at the view size) to image bytes."""
+    item.encoded = [encode_pixels(px, settings.format, settings.quality, settings.view_size) for px in item.views]
     item.views = []  # free the raw pixels once encoded
-    item.image = None
     return item
 
 
-def encode_stage(items: Iterable[SourceItem], settings: ViewSettings, pool: Executor, lookahead: int = 8) -> Iterator[SourceItem]:
-    """Encode each source's views in a thread pool while the next batch generates; order is kept."""
-    pending: collections.deque[Future] = collections.deque()
-    for item in items:
-        if item.ok:
-            pending.append(pool.submit(_encode_item, item, settings))
-        else:
-            done: Future = Future()
-            done.set_result(item)
-            pending.append(done)
-        if len(pending) >= lookahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, Any]) -> tuple[str, dict[str, bytes], list[dict[str, Any]]]:
@@ -346,7 +221,7 @@ def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, A
         # The condition embedding, computed once per source, kept for reuse without the encoder
         # (e.g. nearest-neighbour pairing or analysis); plain .npy so numpy alone reads it.
         buffer = io.BytesIO()
-        np.save(buffer, item.embedding.numpy().astype(np.float32))
+        np.save(buffer, item.embedding.float().cpu().numpy())
         members["emb.npy"] = buffer.getvalue()
     return key, members, rows
 
@@ -360,18 +235,32 @@ def run_shard(
     pool: Executor,
     on_source: Callable[[SourceItem], None] | None = None,
 ) -> dict[str, Any]:
-    """Generate and commit one whole shard; return its stats (also written as its done marker)."""
+    """Generate and commit one whole shard; return its stats (also written as its done marker).
+
+    The stages run concurrently (see `genview.pipeline.engine`); this thread is the writer: it
+    turns each finished source into its tar members and manifest rows, in source order, and calls
+    `on_source` once per source as it is written.
+    """
     start = time.perf_counter()
-    timer = StageTimer()
+    cpu_start = time.process_time()
+    clock = StageClock()
     store.reset_shard(shard)  # whatever an interrupted attempt left is redone from scratch
     ok = failed = views = 0
     params = generator.params
+    fs_cache: dict[str, Any] = {}
+    min_side = draft_min_side(generator.input_side)  # JPEG drafts never below twice the model's input side
+
+    def load(record: dict[str, Any]) -> SourceItem:
+        # The source member (the image as the generator saw it) is encoded here too, in the io pool.
+        return clock.timed("read_decode", load_and_decode, record, fs_cache, settings.copy, min_side)
+
+    def encode(item: SourceItem) -> SourceItem:
+        return clock.timed("encode", encode_item, item, settings)
+
     with ShardWriter(store, shard) as writer:
-        stream = decode_stage(records, pool, copy=settings.copy, min_side=draft_min_side(generator.input_side))
-        stream = embed_stage(stream, generator, settings.batch_size, timer)
-        stream = generate_stage(stream, generator, settings, timer)
-        stream = encode_stage(stream, settings, pool)
-        for item in stream:
+        items, engine_report = run_stages(records, generator, settings, pool, load, encode, clock)
+        for item in items:
+            wall, cpu = time.perf_counter(), time.thread_time()
             key, members, rows = sample_members(item, settings, params)
             if members:
                 writer.write_sample(key, members)
@@ -380,9 +269,13 @@ def run_shard(
             else:
                 failed += 1
             writer.add_rows(rows)
+            item.image = item.data = None  # written: free the source's pixels and bytes
+            clock.add("write", time.perf_counter() - wall, time.thread_time() - cpu)
             if on_source is not None:
                 on_source(item)
         seconds = time.perf_counter() - start
+        stages = clock.report()
+        engine = engine_report()
         return writer.commit(
             {
                 "sources": len(records),
@@ -391,6 +284,32 @@ def run_shard(
                 "views": views,
                 "seconds": round(seconds, 3),
                 "views_per_second": round(views / seconds, 3) if seconds > 0 else None,
-                "stage_seconds": {name: round(value, 3) for name, value in sorted(timer.seconds.items())},
+                "stage_seconds": {name: value["seconds"] for name, value in stages.items()},
+                "stages": stages,
+                "cpu_seconds": round(time.process_time() - cpu_start, 3),
+                "device": str(generator.device),
+                "batch_size": settings.batch_size,
+                "exact": settings.exact,
+                "threads": {"torch": torch.get_num_threads(), "io": pool_width(pool)},
+                "bottleneck": bottleneck(stages, seconds),
+                **engine,
             }
         )
+
+
+def bottleneck(stages: dict[str, dict[str, float]], seconds: float) -> str:
+    """Name the stage that limits throughput, from where the device thread waited.
+
+    The device thread waiting for decoded sources means reading/decoding is behind; waiting for a
+    free batch slot means the collector is behind, itself either blocked on the encoders/writer
+    or busy; a device thread that (almost) never waits is the limit itself.
+    """
+    def wall(name: str) -> float:
+        return stages.get(name, {}).get("seconds", 0.0)
+
+    threshold = 0.05 * seconds
+    if max(wall("device_wait_input"), wall("device_wait_slot")) <= threshold:
+        return "device"
+    if wall("device_wait_input") >= wall("device_wait_slot"):
+        return "read_decode"
+    return "encode_write" if wall("collect_wait_output") > threshold else "collect"

@@ -59,6 +59,9 @@ class GenerateSpec(BaseModel):
     # Gen-SIS interpolates linearly (its supplement, 9.4); slerp is an option.
     interpolation: Literal["slerp", "lerp"] = "lerp"
     io_threads: int = Field(default=4, ge=1, le=64, description="read/decode/encode threads per worker")
+    exact: bool = Field(default=False, description="run the model row by row: byte-identical CPU views whatever the batch")
+    threads: int | None = Field(default=None, ge=1, le=256,
+                                description="torch intra-op threads per worker; default: measured best (see cpu_threads)")
     # Where the shards run (not identity: any backend makes the same views).
     ray_address: str | None = Field(default=None, description="Ray cluster address (auto, HOST:PORT, ray://...)")
     workers: int | None = Field(default=None, ge=1, le=4096, description="Ray actors; default one per GPU")
