@@ -88,11 +88,12 @@ def _resolve_path_params(body: JobCreate, roots: list[str], settings: Settings) 
 
 
 def _limited(body: JobCreate, settings: Settings) -> dict[str, Any]:
-    """workers / io_threads / batch_size: the service's default when not given, 422 above its cap."""
+    """workers / io_threads / threads / batch_size: the service's default when not given, 422 above its cap."""
     chosen: dict[str, Any] = {}
     for field, default, cap in (
         ("workers", settings.default_workers, settings.max_workers),
         ("io_threads", settings.default_io_threads, settings.max_io_threads),
+        ("threads", settings.default_threads, settings.max_threads),
         ("batch_size", settings.default_batch_size, settings.max_batch_size),
     ):
         value = getattr(body, field) if field in body.model_fields_set else None

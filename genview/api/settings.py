@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     max_workers: int = Field(default=0, ge=0, le=4096, description="most Ray actors a request may ask for (0: requests may not ask)")
     default_io_threads: int = Field(default=4, ge=1, le=64, description="read/decode/encode threads per job when a request gives none")
     max_io_threads: int = Field(default=8, ge=1, le=64, description="most io_threads a request may ask for")
+    default_threads: int | None = Field(
+        default=None, ge=1, le=256, description="torch threads per worker when a request gives none (None: genview's measured default)")
+    max_threads: int = Field(default=2, ge=0, le=256, description="most torch threads per worker a request may ask for")
     default_batch_size: int = Field(default=32, ge=1, le=4096, description="generator batch per job when a request gives none")
     max_batch_size: int = Field(default=256, ge=1, le=4096, description="most batch_size a request may ask for")
     replica_name: str = Field(

@@ -10,6 +10,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -215,11 +216,25 @@ class Store:
                 self.fs.rm(path)
 
     def manifest(self, columns: list[str] | None = None) -> pa.Table:
-        """Return the manifest of all done shards as one table."""
+        """Return the manifest of all done shards as one table, in the current format's columns.
+
+        Format v1 fragments have `alpha` (the weight of the secondary) where v2 has `primary_weight`
+        (Gen-SIS's alpha, the weight of the source): they are converted here, so every reader of a
+        store sees one convention.
+        """
+        from genview.datastore.manifest import MANIFEST_SCHEMA
+
         paths = [layout.shard_manifest(self.root, s) for s in sorted(self.done_shards())]
         if not paths:
-            from genview.datastore.manifest import MANIFEST_SCHEMA
-
-            return MANIFEST_SCHEMA.empty_table()
+            empty = MANIFEST_SCHEMA.empty_table()
+            return empty.select(columns) if columns is not None else empty
         dataset = pads.dataset(paths, format="parquet", filesystem=self.fs)
-        return dataset.to_table(columns=columns)
+        if "primary_weight" in dataset.schema.names or "alpha" not in dataset.schema.names:
+            return dataset.to_table(columns=columns)
+        wanted = None if columns is None else ["alpha" if c == "primary_weight" else c for c in columns]
+        table = dataset.to_table(columns=wanted)
+        index = table.schema.get_field_index("alpha")
+        if index < 0:
+            return table
+        primary = pc.subtract(pa.scalar(1.0, pa.float32()), table.column(index).cast(pa.float32()))
+        return table.set_column(index, pa.field("primary_weight", pa.float32()), primary)

@@ -141,11 +141,13 @@ def create_dashboard_router(tokens: list[str]) -> APIRouter:
     @router.get("/ui/jobs/{job_id}/store", response_class=HTMLResponse)
     def store_fragment(job_id: JobId, request: Request, ctx: ContextDep, principal: PrincipalDep) -> HTMLResponse:
         with ctx.sessions() as session:
-            out = service.get_job(session, principal, job_id).out
+            job = service.get_job(session, principal, job_id)
+            out, internal_id = job.out, job.id
         context = store_page_context(stores.get(out), dict(request.query_params))
 
         def img_url(shard: int, member: str) -> str:
-            path = f"/ui/img/{quote(job_id, safe='')}/{int(shard)}/{quote(member, safe='')}"
+            # The service's own job id (client-chosen ids are per owner, not unique): the signature vouches for it.
+            path = f"/ui/img/{quote(internal_id, safe='')}/{int(shard)}/{quote(member, safe='')}"
             return f"{path}?{signing.sign(key, path)}"
 
         html = render("store_body.html", base_url=f"/jobs/{quote(job_id, safe='')}/store", img_url=img_url, **context)

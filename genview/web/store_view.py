@@ -23,7 +23,7 @@ SORTS = {"worst": "worst first", "best": "best first", "source": "source id"}
 PAGE_SIZES = (10, 20, 50, 100)
 HISTOGRAM_BINS = 20
 FAILURES_SHOWN = 200
-_GRID_COLUMNS = ["key", "source_id", "source_uri", "label", "shard", "view", "member", "similarity", "alpha", "secondary_id"]
+_GRID_COLUMNS = ["key", "source_id", "source_uri", "label", "shard", "view", "member", "similarity", "primary_weight", "secondary_id"]
 
 
 class QueryError(ValueError):
@@ -190,7 +190,7 @@ class StoreView:
                 "uri": row["source_uri"], "secondary_id": row["secondary_id"], "views": [],
             })
             entry["views"].append({"view": row["view"], "member": row["member"], "similarity": row["similarity"],
-                                   "alpha": row["alpha"]})
+                                   "alpha": row["primary_weight"]})  # Gen-SIS's α: the weight of the source
         sources = []
         for source_id, worst in zip(page_ids.to_pylist(), per_source["similarity_min"].slice(start, query.per_page).to_pylist()):
             entry = by_source[source_id]

@@ -109,6 +109,7 @@ def test_the_worker_refuses_an_unchecked_path_without_opening_it(tmp_path, api_b
         ("workers", 6, "does not take workers from requests"),
         ("workers", 4096, "does not take workers from requests"),
         ("io_threads", 9, "at most 8"),
+        ("threads", 64, "at most 2"),
         ("batch_size", 4096, "at most 256"),
     ],
 )

@@ -156,7 +156,7 @@ def test_spectral_norms_are_computed_once_at_load_with_identical_output(monkeypa
 def test_dtype_auto_and_tf32_compile_are_recorded_as_run_on_cpu():
     model = ICGANGenerator.from_preset("tiny", seed=0, compile=True, tf32=True)
     # On CPU: float32; TF32 and compile are CUDA settings, recorded only where they apply.
-    assert model.params == {"truncation": 0.8, "dtype": "float32"}
+    assert model.params == {"truncation": 0.8, "truncation_mode": "scaled", "dtype": "float32"}
     assert model._forward is model.network and not model._tf32
     emb = model.embed(_sources()[:1])
     assert model.generate(emb, [0]).shape == (1, 3, 32, 32)

@@ -135,7 +135,8 @@ def test_embeddings_are_unit_norm_and_input_type_agnostic(cls):
     assert not torch.allclose(emb[0], emb[1])
     for array, row in zip(arrays, emb):
         as_tensor = model.embed(array.permute(2, 0, 1).unsqueeze(0))
-        assert torch.equal(as_tensor[0], row)
+        # One row alone vs three batched: the same input, kernels may sum in another order.
+        assert torch.allclose(as_tensor[0], row, atol=1e-5)
     assert model.embed([]).shape == (0, 64)
     with pytest.raises(ValueError, match="uint8"):
         model.embed(torch.zeros(1, 3, 8, 8))

@@ -23,7 +23,7 @@ def test_driver_records_the_workers_model_without_loading_one(monkeypatch, ray_c
     assert summary.views == 20 * 3
     recorded, clean = Store(str(out)).spec, Store(str(clean_store)).spec
     # The identity the worker described is the one an in-process run records for the same spec.
-    assert recorded["params"] == clean["params"] == {"truncation": 0.8, "dtype": "float32"}
+    assert recorded["params"] == clean["params"] == {"truncation": 0.8, "truncation_mode": "scaled", "dtype": "float32"}
     assert recorded["weights"]["sha256"] == clean["weights"]["sha256"]
     assert recorded["image_size"] == clean["image_size"] == 32
     assert backend._workers is None  # closed: actors killed once the job is done
