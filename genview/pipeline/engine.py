@@ -252,7 +252,7 @@ def device_loop(decoded: queue.Queue, collected: queue.Queue, stage: DeviceStage
 
     while True:
         while len(rows) < batch_size and take():
-            pass
+            continue  # take() appends the next source's rows
         if not rows:
             break
         clock.timed("device_wait_slot", _acquire, slots, abort)
@@ -334,7 +334,7 @@ def run_stages(records: list[dict[str, Any]], generator: ViewGenerator, settings
             try:
                 fn(*args)
             except _Aborted:
-                pass
+                return  # another stage failed first: its error is the one the writer reports
             except BaseException as exc:  # noqa: BLE001 - handed to the writer, which re-raises it
                 errors.append(exc)
                 abort.set()

@@ -355,7 +355,7 @@ class RayBackend:
             try:
                 ray.kill(worker.handle, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone is fine
-                pass
+                continue
         self._workers = None
         if self._started:
             self._started = False
