@@ -183,13 +183,14 @@ def scan_sources(source: str) -> SourceListing:
         raise SourceError(f"source {source!r} lists the same image more than once")
     labels = [None if label is None else display_text(label) for label in labels]
     label_index = label_indices(labels)
+    shown = [display_text(uri) for uri in uris]  # valid UTF-8 for the table; differs only for non-UTF-8 names
     columns = {
         "source_id": pa.array(range(len(order)), pa.int64()),
-        "uri": pa.array([display_text(uris[i]) for i in order], pa.string()),
+        "uri": pa.array([shown[i] for i in order], pa.string()),
         "label": pa.array([labels[i] for i in order], pa.string()),
         "label_index": pa.array([label_index.get(labels[i]) for i in order], pa.int32()),
     }
-    raw = [os.fsencode(uris[i]) if display_text(uris[i]) != uris[i] else None for i in order]
+    raw = [os.fsencode(uris[i]) if shown[i] != uris[i] else None for i in order]
     if any(r is not None for r in raw):
         columns["uri_bytes"] = pa.array(raw, pa.binary())
     table = pa.table(columns)
