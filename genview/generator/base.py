@@ -145,6 +145,20 @@ class ViewGenerator(abc.ABC):
         """Like `generate`, but may leave the uint8 images on the model's device; default: `generate`."""
         return self.generate(embeddings, seeds, labels=labels)
 
+    def device_event(self) -> Any | None:
+        """Record an event on the device's queue (a timed `torch.cuda.Event` on CUDA); None where forwards are synchronous.
+
+        The engine records one before and one after each batch. When events exist, launches are taken
+        to be asynchronous: the device thread runs ahead and the collector waits on the end event.
+        Anything with `synchronize()` and `elapsed_time(end)` in milliseconds will do (see
+        `genview.pipeline.timeline` for a simulated device).
+        """
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Return what the store's spec records about this model."""
         return {"model": self.model_name, "weights": self.weights.to_dict(), "params": self.params}

@@ -2,8 +2,9 @@
 
     feeder thread   submits read+decode of each source to the io pool, in order  -> decoded queue
     device thread   embed (batched), generate, score on the device tensor, resize + uint8 on the device,
-                    one copy to (pinned, on CUDA) host memory, non-blocking; the previous batch is
-                    finished (its copy awaited, views handed out) while the next one runs   -> encode queue
+                    one copy to (pinned, on CUDA) host memory, non-blocking          -> collected queue
+    collector       waits for a batch's end event (while the next batch runs), keeps the best
+                    candidates (on a CPU device: resizes the batch), hands finished sources on in order
     io pool         encodes each finished source's views                                   -> (futures)
     writer          (the calling thread) tar member, sha256, manifest rows, progress callback
 
@@ -109,7 +110,7 @@ class DeviceStage:
         self.clock = clock
         self.device = generator.device
         self.cuda = self.device.type == "cuda"
-        self.busy_seconds = 0.0  # time the device had work: forward wall time (CPU), event time (CUDA)
+        self.busy_seconds = 0.0  # time the device had work: forward wall time (synchronous), event time (CUDA)
         self.pinned: list[torch.Tensor] = []  # the two host buffers (CUDA) batches alternate between
         self.batches_run = 0
 
@@ -136,19 +137,22 @@ class DeviceStage:
         good += [it.secondary for it in good if it.secondary is not None]
         if not good:
             return
-        start = time.perf_counter()
         embeddings = self._embed([it.image for it in good])
-        self.busy_seconds += time.perf_counter() - start
         for it, emb in zip(good, embeddings):
             it.embedding = emb  # stays on the device: conditions are built there
 
-    def launch(self, rows: list) -> _Batch:
-        """Start one batch of (item, view, candidate) rows; returns it with its host copy in flight."""
+    def launch(self, rows: list, unembedded: list) -> _Batch:
+        """Embed the sources not embedded yet, then start one batch of (item, view, candidate) rows.
+
+        Returns the batch with its host copy in flight.
+        """
         settings, gen = self.settings, self.generator
         start = time.perf_counter()
-        begin = torch.cuda.Event(enable_timing=True) if self.cuda else None
-        if begin is not None:
-            begin.record()
+        # With device events (CUDA, or a simulated queue) the calls below only launch work: the
+        # batch's device time (its sources' embedding included) is read from its events once the
+        # collector has waited for the end one.
+        begin = gen.device_event()
+        self.embed_sources(unembedded)
         embeddings = torch.stack([it.embedding for it, _, _ in rows])
         conditions = embeddings
         if settings.alphas:
@@ -173,13 +177,12 @@ class DeviceStage:
             host_pixels, host_scores = self._host_buffers(pixels.shape)
             host_pixels.copy_(pixels, non_blocking=True)
             host_scores.copy_(scores.float(), non_blocking=True)
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            batch = _Batch(rows, host_pixels, host_scores, (begin, event), seeds)
+            batch = _Batch(rows, host_pixels, host_scores, (begin, gen.device_event()), seeds)
         else:
-            # On a CPU device the resize would be serial work in this thread: the encoders do it, in parallel.
-            batch = _Batch(rows, images, scores.float(), None, seeds)
-            self.busy_seconds += time.perf_counter() - start
+            # On a CPU device the resize would be serial work in this thread: the collector does it.
+            batch = _Batch(rows, images, scores.float(), None if begin is None else (begin, gen.device_event()), seeds)
+            if begin is None:
+                self.busy_seconds += time.perf_counter() - start
         self.batches_run += 1
         return batch
 
@@ -195,20 +198,29 @@ class DeviceStage:
             self.pinned[slot] = (pixels, scores)
         return pixels[: shape.numel()].view(shape), scores[: shape[0]]
 
-    def finish(self, batch: _Batch) -> None:
-        """Wait for a batch's host copy, then give each view its pixels (keeping the best candidate)."""
+    def wait(self, batch: _Batch) -> None:
+        """Wait until the device has finished a batch (and its host copy); count its device time."""
         if batch.event is not None:
             begin, end = batch.event
             end.synchronize()
             self.busy_seconds += begin.elapsed_time(end) / 1000.0
-        on_host = batch.event is not None
-        pixels = batch.host_pixels.numpy() if on_host else batch.host_pixels
+
+    def finish(self, batch: _Batch) -> None:
+        """Give each view of a finished batch its pixels, keeping the best candidate."""
+        if self.cuda:
+            pixels = batch.host_pixels.numpy()
+        else:
+            # One resize for the whole batch (off the device thread; the same pixels as row by row),
+            # then each view is an HWC numpy view of it: the encoders only encode.
+            images = batch.host_pixels
+            if self.settings.view_size:
+                images = resize_views(images, self.settings.view_size)
+            pixels = images.permute(0, 2, 3, 1).numpy()
         scores = batch.host_scores.tolist()
         for r, ((item, j, _), seed, score) in enumerate(zip(batch.rows, batch.seeds, scores)):
             if item.seeds[j] is None or score > item.similarity[j]:
-                # Pinned buffers are reused two batches later: copy the HWC view out. On CPU keep a
-                # [1, 3, S, S] slice of the batch (the encoder resizes it; a slice keeps its layout).
-                item.views[j] = pixels[r].copy() if on_host else pixels[r : r + 1]
+                # Pinned buffers are reused two batches later: copy the view out of them.
+                item.views[j] = pixels[r].copy() if self.cuda else pixels[r]
                 item.seeds[j], item.similarity[j] = seed, float(score)
             item.rows_left -= 1
 
@@ -258,9 +270,8 @@ def device_loop(decoded: queue.Queue, collected: queue.Queue, stage: DeviceStage
         clock.timed("device_wait_slot", _acquire, slots, abort)
         wall, cpu = time.perf_counter(), time.thread_time()
         # Embed every source taken so far in one batch: their rows are the next to run.
-        stage.embed_sources(unembedded)
+        batch = stage.launch([rows.popleft() for _ in range(min(batch_size, len(rows)))], unembedded)
         unembedded.clear()
-        batch = stage.launch([rows.popleft() for _ in range(min(batch_size, len(rows)))])
         clock.add("device", time.perf_counter() - wall, time.thread_time() - cpu)
         collected.put(("batch", batch))
     collected.put(_END)
@@ -284,6 +295,8 @@ def collect_loop(collected: queue.Queue, encoded: queue.Queue, stage: DeviceStag
         if message is _END:
             break
         kind, value = message
+        if kind == "batch":
+            clock.timed("collect_wait_device", stage.wait, value)
         wall, cpu = time.perf_counter(), time.thread_time()
         if kind == "source":
             waiting.append(value)

@@ -301,8 +301,9 @@ def bottleneck(stages: dict[str, dict[str, float]], seconds: float) -> str:
     """Name the stage that limits throughput, from where the device thread waited.
 
     The device thread waiting for decoded sources means reading/decoding is behind; waiting for a
-    free batch slot means the collector is behind, itself either blocked on the encoders/writer
-    or busy; a device thread that (almost) never waits is the limit itself.
+    free batch slot means the collector is behind, itself either waiting for the device to finish
+    (an asynchronous device that is the limit), blocked on the encoders/writer, or busy; a device
+    thread that (almost) never waits is the limit itself.
     """
     def wall(name: str) -> float:
         return stages.get(name, {}).get("seconds", 0.0)
@@ -312,4 +313,6 @@ def bottleneck(stages: dict[str, dict[str, float]], seconds: float) -> str:
         return "device"
     if wall("device_wait_input") >= wall("device_wait_slot"):
         return "read_decode"
+    if wall("collect_wait_device") > max(threshold, wall("collect_wait_output")):
+        return "device"
     return "encode_write" if wall("collect_wait_output") > threshold else "collect"

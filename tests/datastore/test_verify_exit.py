@@ -19,5 +19,5 @@ sys.exit(0 if report.ok else 1)
 
 def test_verify_exit_code_is_its_verdict_on_repeated_runs(tmp_path):
     store = build_store(tmp_path / "s", shard_sizes=(3, 2), failed_in=(0,), k=2)
-    codes = [subprocess.run([sys.executable, "-c", SCRIPT, store.url], capture_output=True).returncode for _ in range(8)]
-    assert codes == [0] * 8, codes
+    runs = [subprocess.run([sys.executable, "-c", SCRIPT, store.url], capture_output=True, text=True) for _ in range(8)]
+    assert [r.returncode for r in runs] == [0] * 8, [(r.returncode, r.stderr[-2000:]) for r in runs if r.returncode]

@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -71,6 +72,12 @@ def test_exact_is_byte_identical_across_batch_sizes(tmp_path, image_folder, tiny
     generate(_spec(image_folder, tmp_path / "b", weights, batch_size=7, exact=True), progress=False)
     a, b = _tars(tmp_path / "a"), _tars(tmp_path / "b")
     assert a and a == b  # every tar, similarity scores in the json included
+    # With --view-size the collector resizes each batch in one call: still the same bytes.
+    generate(_spec(image_folder, tmp_path / "c", weights, batch_size=1, exact=True, view_size=24), progress=False)
+    generate(_spec(image_folder, tmp_path / "d", weights, batch_size=7, exact=True, view_size=24), progress=False)
+    c, d = _tars(tmp_path / "c"), _tars(tmp_path / "d")
+    assert c and c == d and c != a
+    assert all(view.shape == (24, 24, 3) for view in _views(tmp_path / "d").values())
 
 
 def test_shard_stats_report_stages_busy_fraction_and_bottleneck(tmp_path, image_folder, tiny_weights):
@@ -139,3 +146,68 @@ def test_best_of_with_interpolation_scores_against_the_interpolated_condition(tm
     with tarfile.open(tmp_path / "s" / "shards" / f"{first['shard']:06d}.tar") as tar:
         meta = json.loads(tar.extractfile(f"{first['key']}.json").read())
     assert meta["seeds"][first["view"]] == first["seed"]
+
+
+def test_an_asynchronous_device_is_launched_ahead_and_waited_for_by_its_events(tmp_path, image_folder, tiny_weights):
+    """The CUDA-like path (device events) on this CPU: a simulated queue under the real tiny model.
+
+    Each batch's real forward runs at once; its completion is 400 ms of queue time later (more than the forward takes here). The device
+    thread must launch the next batch before the previous one has completed, the collector must
+    wait for each batch's end event, the busy fraction must come from the events, and the store
+    must equal a run without events byte for byte.
+    """
+    from genview.pipeline.timeline import DeviceTimeline, TimelineEvent
+
+    weights = tiny_weights("icgan")
+    generate(_spec(image_folder, tmp_path / "sync", weights, batch_size=8), progress=False)
+
+    waited: list[tuple[float, float]] = []  # (event time, host time its synchronize() returned)
+
+    class RecordedEvent(TimelineEvent):
+        def synchronize(self) -> None:
+            super().synchronize()
+            waited.append((self.at, time.perf_counter()))
+
+    timeline = DeviceTimeline()
+    launches: list[tuple[float, float]] = []  # (host time of the launch, device time it completes)
+    spec = _spec(image_folder, tmp_path / "async", weights, batch_size=8)
+    generator = load_generator(spec)
+    forward = generator.generate_on_device
+
+    def queued(*args, **kwargs):
+        launches.append((time.perf_counter(), timeline.run(0.4).at))  # queued; the real forward runs now
+        return forward(*args, **kwargs)
+
+    generator.generate_on_device = queued
+    generator.device_event = lambda: RecordedEvent(timeline.event().at)
+    shards: list[dict] = []
+    generate(spec, generator=generator, progress=False, on_shard=shards.append)
+
+    assert _tars(tmp_path / "async") == _tars(tmp_path / "sync")
+    assert len(launches) == 6  # 2 shards x 18 views in batches of 8
+    ran_ahead = [i for i in range(len(launches) - 1) if launches[i + 1][0] < launches[i][1]]
+    assert ran_ahead, "the device thread never launched a batch before the previous one had completed"
+    # The collector waited on every batch's end event, and no wait returned before the device got there.
+    assert sorted(at for at, _ in waited) == pytest.approx(sorted(at for _, at in launches), abs=1e-9)
+    assert all(returned >= at for at, returned in waited)
+    for stats in shards:
+        assert stats["batches"] == 3
+        # From the events: 3 batches x 400 ms of queue time, plus any time the queue sat idle between
+        # a batch's begin and end events while the host was still launching (as CUDA counts it).
+        assert 1.2 - 1e-3 <= stats["device_busy_seconds"] <= stats["seconds"]
+        assert stats["device_busy"] == pytest.approx(stats["device_busy_seconds"] / stats["seconds"], abs=0.02)
+        assert stats["stages"]["collect_wait_device"]["seconds"] > 0
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_a_batch_resize_equals_resizing_each_view_alone(layout):
+    """The collector resizes a whole batch at once on CPU: each row must come out as if resized alone."""
+    from genview.pipeline.encode import resize_views
+
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (17, 3, 256, 256), dtype=torch.uint8, generator=generator)
+    batch = batch.contiguous(memory_format=getattr(torch, layout if layout == "channels_last" else "contiguous_format"))
+    together = resize_views(batch, 224)
+    assert together.shape == (17, 3, 224, 224)
+    for row in range(17):
+        assert torch.equal(together[row : row + 1], resize_views(batch[row : row + 1], 224))
