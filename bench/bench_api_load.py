@@ -205,7 +205,8 @@ def start_server(workdir: Path, database_url: str | None, server_env: list[str] 
             if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                 return proc, url, str(workdir / "weights")
         except httpx.TransportError:
-            pass
+            time.sleep(0.2)  # not listening yet
+            continue
         time.sleep(0.2)
     raise RuntimeError("server did not start")
 
@@ -220,7 +221,7 @@ def _stop_workers(workdir: Path) -> None:
             if abs(psutil.Process(info["pid"]).create_time() - info["start_time"]) < 1.0:
                 os.killpg(info["pid"], signal.SIGKILL)
         except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-            pass
+            continue  # the worker is already gone
 
 
 def main() -> int:

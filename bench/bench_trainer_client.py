@@ -83,7 +83,7 @@ def passes(loader: DataLoader, n: int):
 def time_loader(loader: DataLoader, epochs: int) -> float:
     """Return samples/s over `epochs` passes (after one warm-up pass)."""
     for _ in passes(loader, 1):
-        pass
+        continue  # warm-up: the batches are thrown away
     count, start = 0, time.perf_counter()
     for batch in passes(loader, epochs):
         count += len(batch["key"] if isinstance(batch, dict) else batch[1])

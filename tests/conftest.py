@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # live_process.py, shared by the server tests
 
 # Two cores shared with other work: one intra-op thread keeps timings stable and tests fast.
 torch.set_num_threads(1)

@@ -485,6 +485,15 @@ class ConditionEncoder:
         return digest.hexdigest()[:16]
 
 
+def _has_dino_keys(checkpoint: Any, name: str) -> bool:
+    """True when a loaded checkpoint holds a DINO ViT's state dict (in any layout `dino_state_dict` reads)."""
+    try:
+        dino_state_dict(checkpoint, name)
+    except EncoderLoadError:
+        return False
+    return True
+
+
 def _is_torchscript_archive(path: Path) -> bool:
     """Return True for a TorchScript zip archive (it carries a code/ folder; plain state dicts do not)."""
     if not zipfile.is_zipfile(path):
@@ -528,11 +537,8 @@ def load_condition_encoder(spec: str | os.PathLike, image_size: int | None = Non
     if kind == "resnet50":
         return ConditionEncoder.from_resnet50_checkpoint(path)
     checkpoint = _torch_load(path)
-    try:
-        dino_state_dict(checkpoint, str(path))
+    if _has_dino_keys(checkpoint, str(path)):
         return ConditionEncoder.from_dino_checkpoint(path)
-    except EncoderLoadError:
-        pass
     try:
         state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
         if not any(k.endswith("layer4.0.conv1.weight") for k in state):

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from live_process import ServerProcess, free_port
 
 TOKENS = {
     "alice": "alice-token-0123456789abcdef",
@@ -22,63 +20,20 @@ TOKENS = {
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LiveServer:
-    """`genview serve` in a subprocess (its own session, so a test can SIGKILL just the server)."""
+class LiveServer(ServerProcess):
+    """`genview serve` in a subprocess with a settings file and a job database."""
 
     def __init__(self, base: Path, settings_file: Path, database: str, name: str, env: dict[str, str] | None = None):
-        self.base = base
-        self.extra_env = dict(env or {})
-        self.settings_file = settings_file
-        self.database = database
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.base, self.settings_file, self.database, self.name = base, settings_file, database, name
         self.log_path = base / f"server-{name}.log"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(["serve", "--host", "127.0.0.1", "--port", "{port}", "--settings", str(settings_file),
+                          "--log-level", "warning"], cwd=base, log=self.log_path,
+                         env={"GENVIEW_DATABASE_URL": database, **(env or {})})
 
     def start(self, timeout: float = 90.0) -> "LiveServer":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GENVIEW_")}
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-                   GENVIEW_DATABASE_URL=self.database, **self.extra_env)
-        cmd = [sys.executable, "-m", "genview.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--settings", str(self.settings_file), "--log-level", "warning"]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.base, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not answer /healthz within {timeout} s:\n{self.log_path.read_text()}")
-
-    def kill(self) -> None:
-        """SIGKILL the server process only (its job workers live in their own sessions)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        """Stop the server gracefully (SIGTERM), by force if it hangs."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """Start the service and wait for /healthz."""
+        super().start("/healthz", timeout)
+        return self
 
     def client(self, who: str | None = "alice") -> httpx.Client:
         """An httpx client with `who`'s bearer token (None: no token)."""

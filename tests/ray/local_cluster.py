@@ -11,12 +11,13 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from live_process import free_port
 
 #: Fast node-death detection (defaults take ~30 s): the GCS pings raylets every 0.5 s and gives up after 3 misses.
 FAST_FAILURE_DETECTION = {
@@ -39,13 +40,6 @@ NODE_PORT_FLAGS = (
 def env_for_cli() -> dict[str, str]:
     """Environment for a genview CLI subprocess in the tests: one torch thread, no model hub."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
-
-def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ray_executable() -> str:

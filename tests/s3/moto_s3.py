@@ -5,19 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 
 import pytest
+from live_process import free_port
 
 #: Credentials and endpoint every S3 client in this process (and its child processes) picks up from the
 #: environment: botocore honours AWS_ENDPOINT_URL, so s3fs needs no extra storage options.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +20,7 @@ def s3_server():
     pytest.importorskip("s3fs")
     server_mod = pytest.importorskip("moto.server")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
-    port = _free_port()
+    port = free_port()
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from live_process import ServerProcess
 
 CHROMIUM = os.environ.get("GENVIEW_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -21,51 +16,8 @@ SCREENSHOTS = Path(os.environ.get("GENVIEW_SCREENSHOTS") or tempfile.mkdtemp(pre
 EVIL = "<img src=x onerror=alert(1)>"
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Process:
-    """A genview server command in its own session, waited for until `ready_path` answers 200."""
-
-    def __init__(self, args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [a.replace("{port}", str(self.port)) for a in args]
-        self.cwd, self.log, self.env = cwd, log, env or {}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, ready_path: str, timeout: float = 120.0) -> "Process":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GENVIEW_")}
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **self.env)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "genview.cli.main", *self.args], cwd=self.cwd, env=env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.args[0]} exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.args[0]} did not answer within {timeout} s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        """SIGTERM the server (its job workers live in their own sessions and end with their jobs)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+#: A genview server command in a subprocess (the shared helper of every server test).
+Process = ServerProcess
 
 
 def make_sources(root: Path, per_class: int = 4) -> Path:
