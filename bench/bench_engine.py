@@ -33,6 +33,7 @@ from PIL import Image
 
 from genview.generator.base import ViewGenerator, WeightsInfo
 from genview.pipeline import GenerateSpec, generate
+from genview.pipeline.spec import default_io_threads
 from genview.pipeline.timeline import DeviceTimeline, TimelineEvent
 from genview.synthetic_data import make_image_folder
 
@@ -164,7 +165,8 @@ def main() -> None:
     parser.add_argument("--view-size", type=int, default=224)
     parser.add_argument("--format", default="jpg", choices=["jpg", "webp", "png"])
     parser.add_argument("--quality", type=int, default=95)
-    parser.add_argument("--io-threads", type=int, default=2)
+    parser.add_argument("--io-threads", type=int, default=default_io_threads(),
+                        help="read/decode/encode threads (default: genview's, usable CPUs - 1 at most 4: here %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--sync", action="store_true", help="a synchronous stand-in: its forward blocks the device thread")
     parser.add_argument("--source-size", type=int, default=320, help="short side of the synthetic JPEG sources")

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlConfigSettingsSource
 
 from genview.api.paths import canonical_root
+from genview.pipeline.spec import default_io_threads
 
 
 class TokenPolicy(BaseModel):
@@ -104,7 +105,9 @@ class Settings(BaseSettings):
     # Per-job machine resources are the operator's, not the client's: defaults and caps.
     default_workers: int | None = Field(default=None, ge=1, description="Ray actors per job when a request gives none (None: in-process)")
     max_workers: int = Field(default=0, ge=0, le=4096, description="most Ray actors a request may ask for (0: requests may not ask)")
-    default_io_threads: int = Field(default=4, ge=1, le=64, description="read/decode/encode threads per job when a request gives none")
+    default_io_threads: int = Field(default_factory=default_io_threads, ge=1, le=64,
+                                    description="read/decode/encode threads per job when a request gives none "
+                                    "(default: this machine's usable CPUs - 1, at most 4)")
     max_io_threads: int = Field(default=8, ge=1, le=64, description="most io_threads a request may ask for")
     default_threads: int | None = Field(
         default=None, ge=1, le=256, description="torch threads per worker when a request gives none (None: genview's measured default)")

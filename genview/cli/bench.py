@@ -31,7 +31,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--sources", type=int, default=64, help="synthetic source images")
     p.add_argument("--k", type=int, default=4, help="views per source")
     p.add_argument("--view-size", type=int, help="resize views to this side (e.g. 224)")
-    p.add_argument("--io-threads", type=int, default=4, help="read/decode/encode threads")
+    p.add_argument("--io-threads", type=int, help="read/decode/encode threads (default: usable CPUs - 1, at most 4)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: the engine's choice)")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
                    help="model setting, e.g. dtype=bfloat16, compile=true, num_inference_steps=10")

@@ -99,7 +99,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--interpolation", choices=["slerp", "lerp"],
                    help="how embeddings are mixed; lerp as Gen-SIS (supplement 9.4) (default: lerp)")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
-    p.add_argument("--io-threads", type=int, help="threads for reading, decoding and encoding, per worker (default: 4)")
+    p.add_argument("--io-threads", type=int, help="threads for reading, decoding and encoding, per worker (default: usable CPUs - 1, at most 4)")
     p.add_argument("--threads", type=int, help="torch intra-op threads per worker (default: 1 per worker on CPU, see README)")
     p.add_argument("--exact", action="store_true", default=None,
                    help="run the model one row at a time: byte-identical views whatever --batch-size (slower); "

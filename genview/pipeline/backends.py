@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Protocol
 
@@ -12,7 +11,7 @@ from genview.datastore.store import Store
 from genview.generator.base import ViewGenerator, WeightsInfo
 from genview.pipeline.progress import JobProgress
 from genview.pipeline.shard import SourceItem, ViewSettings, run_shard
-from genview.pipeline.spec import GenerateSpec
+from genview.pipeline.spec import GenerateSpec, usable_cpus
 
 
 @dataclasses.dataclass
@@ -91,14 +90,6 @@ class InProcessBackend:
             for shard, records in sorted(plan.shards.items()):
                 stats = run_shard(plan.store, shard, records, self.generator, plan.settings, pool, on_source=on_source)
                 progress.shard_done(stats)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), not the host's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def cpu_threads(spec: GenerateSpec, device_type: str, cpus: int) -> int:

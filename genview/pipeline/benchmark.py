@@ -92,7 +92,7 @@ def _flops_per_view(model: str, preset: str, k: int, params: dict[str, Any]) -> 
 
 def run_bench(model: str, preset: str = "tiny", device: str = "auto", batch_size: int = 32, sources: int = 64,
               k: int = 4, view_size: int | None = None, params: dict[str, Any] | None = None,
-              peak_tflops: float | None = None, io_threads: int = 4, threads: int | None = None,
+              peak_tflops: float | None = None, io_threads: int | None = None, threads: int | None = None,
               source_size: int = 320) -> BenchResult:
     """Generate K views of `sources` synthetic images with a random `preset` model through the real engine."""
     from genview.pipeline import generate
@@ -106,7 +106,9 @@ def run_bench(model: str, preset: str = "tiny", device: str = "auto", batch_size
         make_image_folder(root / "src", classes=4, per_class=max(1, sources // 4), size=source_size, seed=0)
         make_image_folder(root / "warm", classes=1, per_class=max(1, -(-batch_size // k)), size=source_size, seed=1)
         fields = dict(model=model, k=k, batch_size=batch_size, device=resolved, view_size=view_size,
-                      io_threads=io_threads, threads=threads, params=params)
+                      threads=threads, params=params)
+        if io_threads is not None:
+            fields["io_threads"] = io_threads  # else the spec's default for this machine
         # A one-batch warm-up (kernels, allocator, torch.compile) that the measured run does not pay for.
         generate(GenerateSpec(source=str(root / "warm"), out=str(root / "warm-store"), **fields),
                  generator=generator, progress=False)

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genview.generator.registry import model_names
 from genview.recipes import apply_recipe, get_recipe, recipe_names
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+#: The most read/decode/encode threads a worker starts unless told otherwise.
+MAX_DEFAULT_IO_THREADS = 4
+
+
+def default_io_threads() -> int:
+    """Default read/decode/encode threads per worker: one core left for the device, collector and writer, at most 4.
+
+    More threads than cores lose to GIL contention: on this 2-core machine bench/bench_engine.py
+    sustained the most views/s with 1 io thread and the fewest with 4 (README, "The generation engine").
+    """
+    return max(1, min(MAX_DEFAULT_IO_THREADS, usable_cpus() - 1))
+
 
 #: Spec fields that decide a store's content; a rerun into an existing store must agree on them.
 IDENTITY_FIELDS = (
@@ -58,7 +80,8 @@ class GenerateSpec(BaseModel):
     pair_across: str | None = Field(default=None, description="take the secondary from another value of this sources column")
     # Gen-SIS interpolates linearly (its supplement, 9.4); slerp is an option.
     interpolation: Literal["slerp", "lerp"] = "lerp"
-    io_threads: int = Field(default=4, ge=1, le=64, description="read/decode/encode threads per worker")
+    io_threads: int = Field(default_factory=default_io_threads, ge=1, le=64,
+                            description="read/decode/encode threads per worker; default: usable CPUs - 1, at most 4")
     exact: bool = Field(default=False, description="run the model row by row: byte-identical CPU views whatever the batch")
     threads: int | None = Field(default=None, ge=1, le=256,
                                 description="torch intra-op threads per worker; default: measured best (see cpu_threads)")

@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from genview.pipeline.spec import default_io_threads
+
 from .conftest import wait_for
 from .test_api_server import job_body
 
@@ -76,7 +78,7 @@ def test_a_path_param_inside_the_roots_is_resolved_and_used(alice, api_base):
     spec = response.json()["spec"]
     assert spec["params"]["encoder_weights"] == os.path.realpath(encoder)
     # Resources the request did not name are the operator's defaults.
-    assert (spec["io_threads"], spec["batch_size"], spec["workers"]) == (4, 32, None)
+    assert (spec["io_threads"], spec["batch_size"], spec["workers"]) == (default_io_threads(), 32, None)
     job = wait_for(alice, response.json()["id"])
     assert job["state"] == "succeeded", job
 

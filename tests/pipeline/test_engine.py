@@ -211,3 +211,19 @@ def test_a_batch_resize_equals_resizing_each_view_alone(layout):
     assert together.shape == (17, 3, 224, 224)
     for row in range(17):
         assert torch.equal(together[row : row + 1], resize_views(batch[row : row + 1], 224))
+
+
+def test_io_threads_default_to_the_usable_cpus_minus_one_at_most_four(tmp_path, image_folder, tiny_weights):
+    """The default leaves a core to the device, collector and writer threads; a given value wins; shards record it."""
+    import os
+
+    from genview.pipeline.spec import default_io_threads
+
+    cpus = len(os.sched_getaffinity(0))
+    assert default_io_threads() == max(1, min(4, cpus - 1))
+    shards: list[dict] = []
+    spec = _spec(image_folder, tmp_path / "s", tiny_weights("icgan"), batch_size=8)
+    assert spec.io_threads == default_io_threads()
+    generate(spec, progress=False, on_shard=shards.append)
+    assert {s["threads"]["io"] for s in shards} == {default_io_threads()}
+    assert _spec(image_folder, tmp_path / "t", tiny_weights("icgan"), io_threads=3).io_threads == 3
