@@ -110,7 +110,7 @@ def test_form_is_the_job_schema_and_422_shows_next_to_its_field(service, page):
 def test_submit_watch_progress_inside_the_first_shard_then_cancel(service, page):
     login(page, service)
     page.wait_for_selector("#submit-form", state="visible")
-    for field, value in {"id": "slow-job", "source": "big", "model": "icgan", "weights": service.weights, "k": "8",
+    for field, value in {"id": "slow-job", "source": "big", "model": "icgan", "weights": service.weights, "k": "32",
                          "shard_size": "60", "batch_size": "4", "out": "big-store"}.items():
         page.fill(f"#spec-{field}", value)
     page.click("#submit-button")
@@ -137,9 +137,11 @@ def test_submit_watch_progress_inside_the_first_shard_then_cancel(service, page)
     page.wait_for_selector("#job-log:has-text('RANDOMLY INITIALISED')")
     save_screenshot(page, "job-page.png")
     page.click("#cancel-button")
+    # K=32 x 60 sources keeps the job running well past the click (with K=8 it once finished first).
+    ended = wait_state(service, "slow-job")
+    assert ended["state"] == "cancelled", ended
     page.wait_for_selector("#job-state:has-text('cancelled')", timeout=60_000)
     assert page.locator("#cancel-button").count() == 0
-    assert wait_state(service, "slow-job")["state"] == "cancelled"
 
 
 def test_store_page_of_a_job_sort_filter_and_escaping(service, page):
