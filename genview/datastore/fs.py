@@ -27,6 +27,19 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in protocols or "local" in protocols
 
 
+def arrow_filesystem(fs: fsspec.AbstractFileSystem):
+    """The filesystem to hand pyarrow.dataset: its own native one for local paths, else the fsspec one.
+
+    pyarrow wraps an fsspec filesystem in a Python handler that its IO threads call back into;
+    those callbacks are what apache/arrow#34314 aborts on at interpreter exit. Local stores need none.
+    """
+    if is_local(fs):
+        import pyarrow.fs as pafs
+
+        return pafs.LocalFileSystem()
+    return fs
+
+
 def temp_name(final_path: str) -> str:
     """Return a hidden temporary sibling of final_path; never matched by shard brace patterns."""
     head, tail = posixpath.split(final_path)

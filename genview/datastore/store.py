@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from genview.datastore import layout
-from genview.datastore.fs import join, open_url, read_parquet, write_atomic
+from genview.datastore.fs import arrow_filesystem, join, open_url, read_parquet, write_atomic
 
 
 def list_done_markers(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, str]:
@@ -228,7 +228,7 @@ class Store:
         if not paths:
             empty = MANIFEST_SCHEMA.empty_table()
             return empty.select(columns) if columns is not None else empty
-        dataset = pads.dataset(paths, format="parquet", filesystem=self.fs)
+        dataset = pads.dataset(paths, format="parquet", filesystem=arrow_filesystem(self.fs))
         if "primary_weight" in dataset.schema.names or "alpha" not in dataset.schema.names:
             return dataset.to_table(columns=columns)
         wanted = None if columns is None else ["alpha" if c == "primary_weight" else c for c in columns]

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from fsspec.core import url_to_fs
 
-from genview.datastore.fs import read_parquet
+from genview.datastore.fs import arrow_filesystem, read_parquet
 from genview.datastore.layout import MANIFEST_DIR, SHARDS_DIR, SOURCES_FILE, SPEC_FILE
 from genview.datastore.manifest import STATUS_OK
 from genview.datastore.store import list_done_markers
@@ -118,7 +118,7 @@ class StoreIndex:
         paths = [self.manifest_path(entry.shard) for entry in self.shards]
         if not paths:
             return pa.table({})
-        dataset = pads.dataset(paths, format="parquet", filesystem=self.fs)
+        dataset = pads.dataset(paths, format="parquet", filesystem=arrow_filesystem(self.fs))
         return dataset.to_table(columns=list(columns) if columns is not None else None, filter=filter)
 
     def sources(self, columns: Sequence[str] | None = None) -> pa.Table:
@@ -162,7 +162,7 @@ class StoreIndex:
                 raise StoreFormatError(
                     f"shard {shard_name(shard)} has a done marker but {self.tar_path(shard)} is missing"
                 )
-        dataset = pads.dataset([self.manifest_path(s) for s in done], format="parquet", filesystem=self.fs)
+        dataset = pads.dataset([self.manifest_path(s) for s in done], format="parquet", filesystem=arrow_filesystem(self.fs))
         rows = dataset.to_table(
             columns=["shard"], filter=(pc.field("view") == 0) & (pc.field("status") == STATUS_OK)
         )
