@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -201,12 +202,9 @@ def start_server(workdir: Path, database_url: str | None, server_env: list[str] 
     for _ in range(600):
         if proc.poll() is not None:
             raise RuntimeError((workdir / "server.log").read_text())
-        try:
+        with contextlib.suppress(httpx.TransportError):  # not listening yet
             if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                 return proc, url, str(workdir / "weights")
-        except httpx.TransportError:
-            time.sleep(0.2)  # not listening yet
-            continue
         time.sleep(0.2)
     raise RuntimeError("server did not start")
 

@@ -50,7 +50,7 @@ class StandInAccelerator(ViewGenerator):
         self.row_seconds = row_seconds
         self.side = side
         self.synchronous = synchronous
-        self.timeline = DeviceTimeline()
+        self.timeline = DeviceTimeline()  # its busy_seconds is the stand-in's forward time
         self.weights = WeightsInfo(id="stand-in", sha256=hashlib.sha256(b"stand-in").hexdigest(), random_init=True,
                                    preset="stand-in")
         yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
@@ -64,7 +64,6 @@ class StandInAccelerator(ViewGenerator):
         # as a GPU's output costs the host nothing until it is copied.
         tiles = torch.from_numpy(np.stack(bank)).repeat(max_batch // BANK + 1, 1, 1, 1)
         self.bank = tiles.contiguous(memory_format=torch.channels_last)
-        self.forward_seconds = 0.0
 
     @classmethod
     def from_pretrained(cls, path: str, device: str | torch.device = "cpu", **params: Any) -> "StandInAccelerator":
@@ -108,14 +107,10 @@ class StandInAccelerator(ViewGenerator):
         return None if self.synchronous else self.timeline.event()
 
     def generate(self, embeddings: torch.Tensor, seeds: Sequence[int], labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Queue row_seconds per row on the device (or sleep them), and return the rows' views from the bank."""
+        """Queue row_seconds per row on the device (synchronous: and wait for it), and return the rows' views from the bank."""
+        done = self.timeline.run(self.row_seconds * len(seeds))
         if self.synchronous:
-            start = time.perf_counter()
-            time.sleep(self.row_seconds * len(seeds))
-            self.forward_seconds += time.perf_counter() - start
-        else:
-            self.timeline.run(self.row_seconds * len(seeds))
-            self.forward_seconds += self.row_seconds * len(seeds)
+            done.synchronize()  # a device the host must wait on: a GIL-free sleep in the device thread
         return self.bank[: len(seeds)]
 
 
@@ -145,7 +140,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, float]:
     shard_seconds = sum(s["seconds"] for s in shards)
     return {
         "views": views, "wall": wall, "rate": views / wall, "shard_rate": views / shard_seconds,
-        "busy": generator.forward_seconds / shard_seconds,
+        "busy": generator.timeline.busy_seconds / shard_seconds,
         "device_ms": stage_cpu.get("device", 0.0) / views * 1e3,
         "writer_ms": stage_cpu.get("write", 0.0) / views * 1e3,
         "cpu_ms": shard_cpu / views * 1e3, "fixed_cpu": cpu - shard_cpu, "job_cpu_ms": cpu / views * 1e3,

@@ -75,8 +75,8 @@ def main() -> None:
         uris = list_sources(str(tmp / "src")).column("uri").to_pylist()
         # Warm-up so neither side pays first-call costs.
         bare_model_seconds(generator, uris[:2], 1, args.batch_size, 0)
-        pipeline_runs, bare_runs = [], []
-        stages: dict[str, float] = {}
+        pipeline_runs: list[tuple[float, int, dict[str, float]]] = []  # (seconds, views, CPU seconds by stage)
+        bare_runs = []
         # The two sides alternate, and each keeps its best run: on a shared machine the fastest of
         # a few runs is the least disturbed measurement of each.
         for repeat in range(args.repeats):
@@ -85,17 +85,15 @@ def main() -> None:
                                 threads=args.threads)
             run_stages: dict[str, float] = {}
 
-            def add_stages(stats: dict, into: dict = run_stages) -> None:
+            def add_stages(stats: dict, into: dict = run_stages) -> None:  # `into` binds this run's dict
                 for name, value in stats["stages"].items():
                     into[name] = into.get(name, 0.0) + value["cpu_seconds"]
 
             start = time.perf_counter()
             summary = generate(spec, generator=generator, progress=False, on_shard=add_stages)
-            pipeline_runs.append((time.perf_counter() - start, summary.views))
-            if pipeline_runs[-1][0] == min(t for t, _ in pipeline_runs):
-                stages = run_stages
+            pipeline_runs.append((time.perf_counter() - start, summary.views, run_stages))
             bare_runs.append(bare_model_seconds(generator, uris, args.k, args.batch_size, 0))
-    pipeline_s, views = min(pipeline_runs)
+    pipeline_s, views, stages = min(pipeline_runs, key=lambda run: run[0])
     generate_s = min(r[0] for r in bare_runs)
     device_s = min(r[1] for r in bare_runs)
     bare_views = bare_runs[0][2]
@@ -108,7 +106,7 @@ def main() -> None:
     print("pipeline CPU seconds by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items()) if v >= 0.005))
     if args.repeats > 1:
         print("each run's ratio (pipeline / bare model work): "
-              + ", ".join(f"{(n / p) / (r[2] / r[1]):.2f}" for (p, n), r in zip(pipeline_runs, bare_runs)))
+              + ", ".join(f"{(n / p) / (r[2] / r[1]):.2f}" for (p, n, _), r in zip(pipeline_runs, bare_runs, strict=True)))
     print(f"pipeline efficiency vs the bare model work (the engine's overhead): {pipeline_rate / (bare_views / device_s):.2f}")
     print(f"pipeline vs generate() alone (scoring included on one side only):  {pipeline_rate / (bare_views / generate_s):.2f}")
 

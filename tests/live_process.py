@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,12 +45,9 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.args[0]} exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
                 if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
                     return self
-            except httpx.TransportError:
-                time.sleep(0.2)  # not listening yet
-                continue
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"{self.args[0]} did not answer {ready_path} within {timeout} s:\n{self.log.read_text()}")

@@ -40,22 +40,3 @@ def resize_views(images: torch.Tensor, size: int) -> torch.Tensor:
                              mode="bicubic", antialias=True)
     out = F.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True)
     return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def view_array(pixels: np.ndarray | torch.Tensor, size: int | None = None) -> np.ndarray:
-    """Return a view as HxWx3 uint8 numpy at `size`: a [1, 3, H, W] CPU tensor is resized here, an array is kept."""
-    if isinstance(pixels, torch.Tensor):
-        if pixels.dim() == 3:
-            pixels = pixels.unsqueeze(0)
-        if size:
-            # A [1, 3, H, W] slice of a channels-last batch stays channels-last through the resize,
-            # so the HWC array below is a free view, not a copy.
-            pixels = resize_views(pixels, size)
-        return np.ascontiguousarray(pixels[0].permute(1, 2, 0).numpy())
-    return pixels
-
-
-def encode_pixels(pixels: np.ndarray | torch.Tensor, fmt: str = "jpg", quality: int = 95,
-                  size: int | None = None) -> tuple[bytes, int, int]:
-    """Encode a view given as HxWx3 uint8 array or CHW uint8 CPU tensor; see `encode_view`."""
-    return encode_view(view_array(pixels, size), fmt, quality, size)

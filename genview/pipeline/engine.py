@@ -177,14 +177,14 @@ class DeviceStage:
             host_pixels, host_scores = self._host_buffers(pixels.shape)
             host_pixels.copy_(pixels, non_blocking=True)
             host_scores.copy_(scores.float(), non_blocking=True)
-            batch = _Batch(rows, host_pixels, host_scores, (begin, gen.device_event()), seeds)
         else:
             # On a CPU device the resize would be serial work in this thread: the collector does it.
-            batch = _Batch(rows, images, scores.float(), None if begin is None else (begin, gen.device_event()), seeds)
-            if begin is None:
-                self.busy_seconds += time.perf_counter() - start
+            host_pixels, host_scores = images, scores.float()
+        if begin is None:
+            self.busy_seconds += time.perf_counter() - start  # synchronous: the forwards have run
+        events = None if begin is None else (begin, gen.device_event())
         self.batches_run += 1
-        return batch
+        return _Batch(rows, host_pixels, host_scores, events, seeds)
 
     def _host_buffers(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the pinned buffer pair for this batch: two pairs alternate, so one copies while the other is read."""

@@ -25,7 +25,7 @@ from genview.datastore.shard_writer import ShardWriter
 from genview.datastore.store import Store
 from genview.generator.base import ViewGenerator
 from genview.pipeline.decode import DRAFT_FLOOR, DecodeError, decode_image, draft_min_side
-from genview.pipeline.encode import FORMATS, encode_pixels
+from genview.pipeline.encode import FORMATS, encode_view
 from genview.pipeline.engine import StageClock, pool_width, run_stages
 from genview.pipeline.source_copy import SourceCopy
 
@@ -149,7 +149,7 @@ def _load_one(
 
 def encode_item(item: SourceItem, settings: ViewSettings) -> SourceItem:
     """Encode a finished source's views (already at the view size) to image bytes."""
-    item.encoded = [encode_pixels(px, settings.format, settings.quality, settings.view_size) for px in item.views]
+    item.encoded = [encode_view(px, settings.format, settings.quality, settings.view_size) for px in item.views]
     item.views = []  # free the raw pixels once encoded
     return item
 

@@ -20,10 +20,6 @@ class TimelineEvent:
     def __init__(self, at: float):
         self.at = at
 
-    def query(self) -> bool:
-        """True once the device has passed this point (as `torch.cuda.Event.query`)."""
-        return time.perf_counter() >= self.at
-
     def synchronize(self) -> None:
         """Block until the device has passed this point; the sleep releases the GIL."""
         delay = self.at - time.perf_counter()

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from genview import __version__
 from genview.datastore.store import StoreError
-from genview.web.rendering import render, static_file
+from genview.web.rendering import render, static_response
 from genview.web.store_view import PAGE_SIZES, SORTS, GridQuery, QueryError, StoreView
 
 #: Responses of a read-only browser are never stored by proxies; images of done shards never change.
@@ -63,9 +63,6 @@ def create_browse_app(url: str) -> FastAPI:
 
     @app.get("/static/{name}")
     async def static(name: str) -> Response:
-        found = static_file(name)
-        if found is None:
-            raise HTTPException(404, detail=f"no static file {name!r}")
-        return Response(found[0], media_type=found[1])
+        return static_response(name)
 
     return app

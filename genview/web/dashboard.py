@@ -20,7 +20,7 @@ from genview.api.deps import ContextDep, PrincipalDep
 from genview.api.schemas import TERMINAL, JobCreate
 from genview.web import signing
 from genview.web.browse import IMAGE_CACHE, store_page_context
-from genview.web.rendering import render, static_file
+from genview.web.rendering import render, static_response
 from genview.web.store_view import StoreViews
 
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -109,10 +109,7 @@ def create_dashboard_router(tokens: list[str]) -> APIRouter:
 
     @router.get("/static/{name}")
     async def static(name: str) -> Response:
-        found = static_file(name)
-        if found is None:
-            raise HTTPException(404, detail=f"no static file {name!r}")
-        return Response(found[0], media_type=found[1])
+        return static_response(name)
 
     # -- fragments (bearer token) ------------------------------------------------------------
     def _jobs_fragment(ctx, principal) -> str:

@@ -31,6 +31,16 @@ def render(template: str, **context: Any) -> str:
     return environment().get_template(template).render(**context)
 
 
+def static_response(name: str):
+    """The static file `name` as a response (404 for any other name): the route both web apps serve."""
+    from fastapi import HTTPException, Response
+
+    found = static_file(name)
+    if found is None:
+        raise HTTPException(404, detail=f"no static file {name!r}")
+    return Response(found[0], media_type=found[1])
+
+
 def static_file(name: str) -> tuple[bytes, str] | None:
     """A file of the static folder and its MIME type; None for anything else (no path tricks)."""
     types = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}

@@ -151,10 +151,10 @@ def test_best_of_with_interpolation_scores_against_the_interpolated_condition(tm
 def test_an_asynchronous_device_is_launched_ahead_and_waited_for_by_its_events(tmp_path, image_folder, tiny_weights):
     """The CUDA-like path (device events) on this CPU: a simulated queue under the real tiny model.
 
-    Each batch's real forward runs at once; its completion is 400 ms of queue time later (more than the forward takes here). The device
-    thread must launch the next batch before the previous one has completed, the collector must
-    wait for each batch's end event, the busy fraction must come from the events, and the store
-    must equal a run without events byte for byte.
+    Each batch's real forward runs at once; its completion is 400 ms of queue time later (more
+    than the forward takes here). The device thread must launch the next batch before the previous
+    one has completed, the collector must wait for each batch's end event, the busy fraction must
+    come from the events, and the store must equal a run without events byte for byte.
     """
     from genview.pipeline.timeline import DeviceTimeline, TimelineEvent
 
