@@ -62,9 +62,11 @@ class ShardWorker:
 
     def __init__(self, spec_json: str, driver: dict[str, Any] | None = None):
         self.spec = GenerateSpec.model_validate_json(spec_json)
+        self.watch: DriverWatch | None = None
         if driver is not None:
             # First, before the model loads: a driver that died meanwhile must not get a worker at all.
-            DriverWatch(driver).start()
+            self.watch = DriverWatch(driver)
+            self.watch.start()
         self.generator = load_generator(self.spec)
         # torch threads chosen, not inherited: one per CPU Ray reserved for this actor on CPU, 1 beside a GPU.
         reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
@@ -102,8 +104,11 @@ class ShardWorker:
 
         def target() -> None:
             try:
+                # The watch polls, so also ask it right before the commit: a driver that died within
+                # the last poll interval must not get this shard committed behind it.
                 outcome["stats"] = run_shard(self.store, shard, records, self.generator, settings, self.pool,
-                                             on_source=on_source)
+                                             on_source=on_source,
+                                             before_commit=self.watch.exit_if_gone if self.watch else None)
             except BaseException as exc:  # handed to the caller below, whatever it is
                 outcome["error"] = exc
             finally:
@@ -164,12 +169,17 @@ class DriverWatch(threading.Thread):
             return True
         return not _job_is_dead(self.driver.get("job_id"))
 
+    def exit_if_gone(self) -> None:
+        """Exit this process at once if the driver is gone (a shard in flight is never committed)."""
+        if not self.driver_alive():
+            logger.warning("genview worker %d: driver %s is gone; exiting", os.getpid(), self.driver)
+            os._exit(0)
+
     def run(self) -> None:
-        """Poll; on the driver's death exit this process at once (a shard in flight is never committed)."""
-        while self.driver_alive():
+        """Poll until the driver is gone (then `exit_if_gone` ends the process)."""
+        while True:
+            self.exit_if_gone()
             time.sleep(self.poll_seconds if self.same_node else max(self.poll_seconds, 1.0))
-        logger.warning("genview worker %d: driver %s is gone; exiting", os.getpid(), self.driver)
-        os._exit(0)
 
 
 def _job_is_dead(job_id: str | None) -> bool:

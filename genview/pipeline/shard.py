@@ -234,12 +234,14 @@ def run_shard(
     settings: ViewSettings,
     pool: Executor,
     on_source: Callable[[SourceItem], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Generate and commit one whole shard; return its stats (also written as its done marker).
 
     The stages run concurrently (see `genview.pipeline.engine`); this thread is the writer: it
     turns each finished source into its tar members and manifest rows, in source order, and calls
-    `on_source` once per source as it is written.
+    `on_source` once per source as it is written, and `before_commit` (if given) just before the
+    shard is committed: it may raise, or end the process, to keep the shard uncommitted.
     """
     start = time.perf_counter()
     cpu_start = time.process_time()
@@ -276,6 +278,8 @@ def run_shard(
         seconds = time.perf_counter() - start
         stages = clock.report()
         engine = engine_report()
+        if before_commit is not None:
+            before_commit()
         return writer.commit(
             {
                 "sources": len(records),
