@@ -261,7 +261,7 @@ def open_binary(path: str | bytes | os.PathLike, kind: str = "read", shown: str 
     """Open a local file for reading under the active policy's `kind` roots (plain open without a policy)."""
     policy = active()
     if policy is None:
-        return open(path, "rb")
+        return open(_local_bytes(path), "rb")
     fd, _ = open_fd(path, policy.roots(kind), kind, shown=shown)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         progress = ProgressReader(settings.progress_cache_seconds)
         runner = executor or make_executor(settings)
         dispatcher = Dispatcher(sessions, runner, progress, settings.max_running_jobs,
-                                settings.reconcile_interval, settings.cancel_grace_seconds, settings.replica_name)
+                                settings.reconcile_interval, settings.cancel_grace_seconds, settings.replica_name,
+                                model_roots=settings.canonical_model_roots())
         # Before the first request: find jobs an earlier service process left running.
         await run_in_threadpool(dispatcher.run_once)
         status_cache = StatusCache(settings.status_cache_seconds)

@@ -186,7 +186,11 @@ class Settings(BaseSettings):
 
     def read_roots(self, principal: Principal) -> list[str]:
         """Roots a principal's weights may come from: its source roots plus the service's model roots."""
-        return principal.source_roots + [canonical_root(root, self.base_dir) for root in self.model_roots]
+        return principal.source_roots + self.canonical_model_roots()
+
+    def canonical_model_roots(self) -> list[str]:
+        """The service's extra weights roots, canonical."""
+        return [canonical_root(root, self.base_dir) for root in self.model_roots]
 
 
 def load_settings(settings_file: str | None = None, **overrides: Any) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import sys
@@ -18,7 +19,8 @@ from genview.datastore.sources import assign_shards, class_conditional_label_ind
 from genview.datastore.store import Store, StoreError, spec_differences
 from genview.datastore.verify import quick_check_shard, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
-from genview.generator.registry import get_generator_class
+from genview.confinement import confined_path
+from genview.generator.registry import get_generator_class, path_params
 from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
 from genview.pipeline.progress import JobProgress, LiveProgressFile
 from genview.pipeline.shard import ViewSettings
@@ -80,7 +82,17 @@ def load_generator(spec: GenerateSpec) -> ViewGenerator:
     kwargs: dict[str, Any] = dict(spec.params)
     if spec.encoder_weights:
         kwargs["encoder_weights"] = spec.encoder_weights
-    return cls.from_pretrained(spec.weights, device=resolve_device(spec.device), **kwargs)
+    # Under the job service's roots, every weights file is opened now, confined (symlinks followed
+    # and checked), and the loader reads exactly those files (genview.confinement.confined_path).
+    paths = [name for name in path_params(spec.model) if kwargs.get(name) is not None]
+    with contextlib.ExitStack() as stack:
+        weights = stack.enter_context(confined_path(spec.weights, "weights"))
+        for name in paths:
+            kwargs[name] = stack.enter_context(confined_path(str(kwargs[name]), "weights"))
+        generator = cls.from_pretrained(weights, device=resolve_device(spec.device), **kwargs)
+    if weights != spec.weights:
+        generator.weights = dataclasses.replace(generator.weights, id=str(spec.weights))
+    return generator
 
 
 def resolved_alphas(spec: GenerateSpec, generator: ViewGenerator | ModelDescription) -> list[float] | None:
