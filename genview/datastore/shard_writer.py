@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from genview.datastore import layout
 from genview.datastore.fs import commit, temp_name, write_atomic
 from genview.datastore.manifest import manifest_bytes, manifest_table
+from genview.datastore.shardcheck import SPEC_DIGEST, seal_marker
 from genview.datastore.store import Store
 
 #: Fixed tar member mtime so the same views give the same tar bytes on every run.
@@ -30,6 +32,17 @@ class _HashingWriter:
 
     def flush(self):
         return self.fh.flush()
+
+
+@contextlib.contextmanager
+def _naming(path: str):
+    """Give an OSError without a file name (a full disk while streaming the tar) the temp file's name."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror or exc} while writing {path}", path) from exc
 
 
 class ShardWriter:
@@ -58,7 +71,8 @@ class ShardWriter:
         """Append one sample: members maps extension (e.g. 'v0.jpg') to bytes."""
         if "." in key:
             raise ValueError(f"sample key {key!r} contains a dot; webdataset splits keys at the first dot")
-        self._tar.write({"__key__": key, **members})
+        with _naming(self.tmp_tar):
+            self._tar.write({"__key__": key, **members})
         self.samples += 1
         self.members += len(members)
 
@@ -68,12 +82,14 @@ class ShardWriter:
 
     def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
         """Publish the tar, then the manifest fragment, then the stats json (the done marker)."""
-        self._tar.close()
-        self._fh.close()
+        with _naming(self.tmp_tar):
+            self._tar.close()
+            self._fh.close()
         self._closed = True
         fs, root = self.store.fs, self.store.root
         commit(fs, self.tmp_tar, self.final_tar)
-        write_atomic(fs, layout.shard_manifest(root, self.shard), manifest_bytes(manifest_table(self.rows)))
+        fragment = manifest_bytes(manifest_table(self.rows))
+        write_atomic(fs, layout.shard_manifest(root, self.shard), fragment)
         stats = {
             "shard": self.shard,
             "tar": f"{layout.SHARDS_DIR}/{layout.shard_name(self.shard)}.tar",
@@ -81,21 +97,28 @@ class ShardWriter:
             "tar_sha256": self._hashing.sha256.hexdigest(),
             "samples": self.samples,
             "tar_members": self.members,
+            # Which spec made the shard: lets a store that lost genview.json be re-adopted only by it.
+            SPEC_DIGEST: self.store.spec_digest(),
             **stats,
         }
+        stats = seal_marker(stats, fragment)
         write_atomic(fs, self.store.marker_path(self.shard), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
         return stats
 
     def abort(self) -> None:
         """Drop the temporary tar of a shard that will not be committed."""
-        if not self._closed:
-            try:
-                self._tar.close()
-                self._fh.close()
-            finally:
-                self._closed = True
-        if self.store.fs.exists(self.tmp_tar):
-            self.store.fs.rm(self.tmp_tar)
+        try:
+            if not self._closed:
+                # Closing flushes buffered bytes: on a full disk that fails too, and must not keep
+                # the temp file from being removed below.
+                with contextlib.suppress(OSError, ValueError):
+                    self._tar.close()
+                with contextlib.suppress(OSError, ValueError):
+                    self._fh.close()
+        finally:
+            self._closed = True
+            if self.store.fs.exists(self.tmp_tar):
+                self.store.fs.rm(self.tmp_tar)
 
     def __enter__(self) -> "ShardWriter":
         return self

@@ -16,7 +16,8 @@ from genview.datastore import layout
 from genview.datastore.fs import canonical_url
 from genview.datastore.pairing import choose_secondaries
 from genview.datastore.sources import assign_shards, class_conditional_label_indices, listing_digest, scan_sources
-from genview.datastore.store import Store, StoreError, spec_differences
+from genview.datastore.shardcheck import SPEC_DIGEST
+from genview.datastore.store import Store, StoreError, comparable_spec, spec_differences, spec_digest
 from genview.datastore.verify import quick_check_shard, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.confinement import confined_path
@@ -136,22 +137,21 @@ def store_identity(spec: GenerateSpec, generator: ViewGenerator | ModelDescripti
         identity["alpha_weights"] = "primary"
     # The recipe the values came from (a label: the values above are what decide the content).
     identity["recipe"] = spec.recipe
+    weights = generator.weights.to_dict()
+    if os.path.exists(os.path.expanduser(str(weights["id"]))):
+        # A local folder is recorded absolute and normalised: `verify --repair` and reruns from
+        # another folder find it (a hub id or preset name is kept as given).
+        weights["id"] = canonical_url(weights["id"])
     identity.update(
-        weights=generator.weights.to_dict(),
+        weights=weights,
         params=generator.params,
         image_size=generator.image_size,
     )
     return identity
 
 
-def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
-    """Drop what may legitimately differ between runs of one job (where the weights file lives)."""
-    out = dict(identity)
-    weights = dict(out.get("weights") or {})
-    weights.pop("id", None)
-    out["weights"] = weights
-    out.pop("recipe", None)  # the same values with or without naming the recipe make the same store
-    return out
+#: Drop what may legitimately differ between runs of one job (where the weights live, the recipe's name).
+_comparable = comparable_spec
 
 
 #: How many skipped (non-image) file names genview.json lists; the count is always exact.
@@ -220,9 +220,50 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
         return store, sources
     store.prepare_dirs()
     sources, facts = _plan(spec)
+    check_orphan_shards(store, identity, sources)
     store.write_sources(sources)
     store.write_header(identity, extra={"random_weights": identity["weights"]["random_init"], **facts})
     return store, sources
+
+
+def check_orphan_shards(store: Store, identity: dict[str, Any], sources: pa.Table) -> None:
+    """Refuse to adopt done shards of a store that lost genview.json unless this spec made them.
+
+    Their done markers record the digest of the spec that made them; markers written before that
+    field existed cannot say, so the store is refused with what to do. When sources.parquet is still
+    there, the new listing must match it too (the shards hold the sources it planned).
+    """
+    done = sorted(store.done_shards())
+    if not done:
+        return
+    wanted = spec_digest(identity)
+    unknown, other = [], []
+    for shard in done:
+        try:
+            made_by = store.read_stats(shard).get(SPEC_DIGEST)
+        except (OSError, ValueError):
+            made_by = None
+        if made_by is None:
+            unknown.append(shard)
+        elif made_by != wanted:
+            other.append(shard)
+    what = f"{store.url} has no {layout.SPEC_FILE} but holds {len(done)} done shard(s)"
+    if other:
+        raise StoreError(
+            f"{what} made with a different spec than this run's (e.g. shard {layout.shard_name(other[0])}): "
+            "rerun with the settings that made them, restore genview.json, or pass --overwrite to start over"
+        )
+    if unknown:
+        raise StoreError(
+            f"{what} whose done markers do not record the spec that made them (written by an older genview), "
+            f"e.g. shard {layout.shard_name(unknown[0])}: restore genview.json from a backup, or pass "
+            "--overwrite to start over"
+        )
+    if store.fs.exists(store.path(layout.SOURCES_FILE)) and listing_digest(store.read_sources()) != listing_digest(sources):
+        raise StoreError(
+            f"{what}, and the source now lists differently than its sources.parquet: restore genview.json "
+            "and the source, or pass --overwrite to start over"
+        )
 
 
 def generate(
@@ -364,12 +405,31 @@ def repair(url: str, weights: str | None = None, progress: bool = True, **overri
     """Verify a store fully (sha256 included), remove its damaged shards and temp files, and redo them.
 
     Returns the shards that were redone and the job summary.
+    Nothing is deleted before the rebuild is known to work: the model is loaded and the spec it gives
+    compared with genview.json first (a missing or different model leaves the store as it was).
+    Temp files of killed writes are not data: with nothing to redo they are removed without a model.
     """
     store = Store(url)
     report = verify_store(url, require_complete=False)
-    for shard in report.damaged:
-        store.reset_shard(shard)  # marker first: the shard is simply not done any more
-    for path in store.leftovers():
-        store.fs.rm(path)
+    if report.shards_planned and not report.damaged and not report.missing:
+        for path in store.leftovers():
+            store.fs.rm(path)
+        return [], summarize(store)
     spec = spec_from_store(url, weights=weights, **overrides)
-    return report.damaged, generate(spec, progress=progress)
+    backend = make_backend(spec)  # loads the model (in-process) or starts the workers (Ray): may fail here
+    try:
+        identity = store_identity(spec, backend.describe(spec))
+        diff = spec_differences(_comparable(store.spec), _comparable(identity))
+        if diff:
+            raise StoreError(
+                f"{url}: the model and settings found now would not remake this store's shards, so nothing was "
+                "deleted:\n" + "\n".join(diff) + "\npass --weights with the weights it was made with"
+            )
+        for shard in report.damaged:
+            store.reset_shard(shard)  # marker first: the shard is simply not done any more
+        for path in store.leftovers():
+            store.fs.rm(path)
+        return report.damaged, _generate(spec, backend, overwrite=False, progress=progress, on_shard=None,
+                                         check_hashes=False, live_progress=False)
+    finally:
+        backend.close()
