@@ -183,8 +183,6 @@ def _terminate(signum: int, _frame: Any) -> None:
 def _generate(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extra_args: Sequence[str],
               tail: _TailingStream, weight_roots: Sequence[str] = ()) -> tuple[int, str | None]:
     """Check what the job would read, then run `genview generate`; return (exit code, error)."""
-    from genview.cli.main import main as cli_main
-
     from genview import confinement
 
     if read_roots and not weight_roots:
@@ -210,6 +208,8 @@ def _generate(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extr
 def _run_checked(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extra_args: Sequence[str],
                  tail: _TailingStream) -> tuple[int, str | None]:
     """Check the listing under the installed policy, then run `genview generate`."""
+    from genview.cli.main import main as cli_main
+
     try:
         refused = check_listing(spec, read_roots, base_dir) if read_roots else None
     except (ValueError, OSError) as exc:
