@@ -58,26 +58,34 @@ class OutsideRoots(PermissionError):
 class Policy:
     """The roots of one job: sources and list files (`read`), weights (`weights`), the store (`output`).
 
-    Local roots are canonical real paths; URL roots (s3://bucket/prefix) are prefixes.
+    Local roots are canonical real paths; URL roots (s3://bucket/prefix) are prefixes. None: that
+    kind of file is not confined (a worker started without --weight-root, as documented there).
     """
 
-    read: tuple[str, ...] = ()
-    weights: tuple[str, ...] = ()
-    output: tuple[str, ...] = ()
+    read: tuple[str, ...] | None = None
+    weights: tuple[str, ...] | None = None
+    output: tuple[str, ...] | None = None
 
-    def roots(self, kind: str) -> tuple[str, ...]:
-        """The roots of one kind ("read", "weights" or "output")."""
+    def roots(self, kind: str) -> tuple[str, ...] | None:
+        """The roots of one kind ("read", "weights" or "output"); None when that kind is not confined."""
         return getattr(self, kind)
 
     def to_json(self) -> str:
         """The form kept in the environment."""
-        return json.dumps({"read": list(self.read), "weights": list(self.weights), "output": list(self.output)})
+        return json.dumps({kind: None if getattr(self, kind) is None else list(getattr(self, kind))
+                           for kind in ("read", "weights", "output")})
 
     @classmethod
     def from_json(cls, text: str) -> "Policy":
         """Parse the environment form."""
         data = json.loads(text)
-        return cls(**{kind: tuple(data.get(kind) or ()) for kind in ("read", "weights", "output")})
+        return cls(**{kind: None if data.get(kind) is None else tuple(data[kind]) for kind in ("read", "weights", "output")})
+
+
+def _roots_of(kind: str) -> tuple[str, ...] | None:
+    """The active policy's roots of `kind`, None when files of that kind are opened unconfined."""
+    policy = active()
+    return None if policy is None else policy.roots(kind)
 
 
 def install(policy: Policy | None) -> None:
@@ -259,10 +267,10 @@ def _check_proc(fd: int, roots: Sequence[bytes], shown: str, kind: str) -> None:
 
 def open_binary(path: str | bytes | os.PathLike, kind: str = "read", shown: str | None = None):
     """Open a local file for reading under the active policy's `kind` roots (plain open without a policy)."""
-    policy = active()
-    if policy is None:
+    roots = _roots_of(kind)
+    if roots is None:
         return open(_local_bytes(path), "rb")
-    fd, _ = open_fd(path, policy.roots(kind), kind, shown=shown)
+    fd, _ = open_fd(path, roots, kind, shown=shown)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise IsADirectoryError(errno.EISDIR, f"{shown or display(path)!r} is not a regular file")
@@ -286,10 +294,9 @@ def check(path: str | bytes | os.PathLike, kind: str = "read", shown: str | None
     non-UTF-8 name is checked by its bytes and every symlink is followed. Files are still opened
     through `open_binary` / `read_bytes` when read: this check alone would be check-then-use.
     """
-    policy = active()
-    if policy is None:
-        return
-    check_with(path, policy.roots(kind), kind, shown)
+    roots = _roots_of(kind)
+    if roots is not None:
+        check_with(path, roots, kind, shown)
 
 
 def check_with(path: str | bytes | os.PathLike, roots: Sequence[str], kind: str, shown: str | None = None) -> None:
@@ -310,13 +317,12 @@ def confined_path(path: str | None, kind: str = "weights") -> Iterator[str | Non
     /proc/self/fd/N: whatever it opens is the very file that was checked, even if the weights
     folder is changed while it loads. The descriptors and the folder go when the block ends.
     """
-    policy = active()
-    if policy is None or path is None or _is_url(path) or not os.path.isdir("/proc/self/fd"):
-        if policy is not None and path is not None:
-            check_with(path, policy.roots(kind), kind)  # no /proc: at least the walk's check
+    roots = _roots_of(kind)
+    if roots is None or path is None or _is_url(path) or not os.path.isdir("/proc/self/fd"):
+        if roots is not None and path is not None:
+            check_with(path, roots, kind)  # a URL, or no /proc: at least the walk's check
         yield path
         return
-    roots = policy.roots(kind)
     fds: list[int] = []
     staging = tempfile.mkdtemp(prefix="genview-confined-")
     try:

@@ -185,8 +185,6 @@ def _generate(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extr
     """Check what the job would read, then run `genview generate`; return (exit code, error)."""
     from genview import confinement
 
-    if read_roots and not weight_roots:
-        weight_roots = list(read_roots)  # never "no check" for weights while sources are checked
     refused = check_model_paths(spec, weight_roots, base_dir) if weight_roots else None
     if refused is None and read_roots:
         refused = check_output(spec)
@@ -197,7 +195,7 @@ def _generate(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extr
     if read_roots:
         # From here on every file the job opens is opened under these roots (this process, its
         # threads, and the Ray actors it starts): see genview.confinement.
-        confinement.install(confinement.Policy(read=tuple(read_roots), weights=tuple(weight_roots),
+        confinement.install(confinement.Policy(read=tuple(read_roots), weights=tuple(weight_roots) or None,
                                                output=(spec.out,)))
     try:
         return _run_checked(spec, read_roots, base_dir, extra_args, tail)
