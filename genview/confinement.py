@@ -38,8 +38,11 @@ _WHAT = {"read": "source", "weights": "source or model", "output": "output"}
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
-class OutsideRoots(PermissionError):
+class OutsideRoots(PermissionError, ValueError):
     """A path that resolves (now, at open time) to outside the allowed roots.
+
+    Also a ValueError (like io.UnsupportedOperation): a user error, which the CLI reports as its
+    message, not as "cannot write".
 
     The message names only the path as given and the kind of root; never where a symlink leads, and
     never whether the outside file exists.

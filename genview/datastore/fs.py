@@ -56,7 +56,7 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     except BaseException as exc:
         _remove_quietly(fs, tmp)  # a failed write (read-only store, full disk, kill) leaves no temp file
         if isinstance(exc, OSError) and not exc.filename:
-            raise OSError(exc.errno, f"{exc.strerror or exc} while writing {path}", path) from exc
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
         raise
 
 

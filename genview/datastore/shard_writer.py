@@ -36,13 +36,13 @@ class _HashingWriter:
 
 @contextlib.contextmanager
 def _naming(path: str):
-    """Give an OSError without a file name (a full disk while streaming the tar) the temp file's name."""
+    """Give an OSError without a file name (a full disk while streaming the tar) the name of the file written."""
     try:
         yield
     except OSError as exc:
         if exc.filename:
             raise
-        raise OSError(exc.errno, f"{exc.strerror or exc} while writing {path}", path) from exc
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
 
 
 class ShardWriter:
@@ -71,7 +71,7 @@ class ShardWriter:
         """Append one sample: members maps extension (e.g. 'v0.jpg') to bytes."""
         if "." in key:
             raise ValueError(f"sample key {key!r} contains a dot; webdataset splits keys at the first dot")
-        with _naming(self.tmp_tar):
+        with _naming(self.final_tar):
             self._tar.write({"__key__": key, **members})
         self.samples += 1
         self.members += len(members)
@@ -82,7 +82,7 @@ class ShardWriter:
 
     def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
         """Publish the tar, then the manifest fragment, then the stats json (the done marker)."""
-        with _naming(self.tmp_tar):
+        with _naming(self.final_tar):
             self._tar.close()
             self._fh.close()
         self._closed = True
