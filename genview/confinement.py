@@ -361,3 +361,66 @@ def _mirror(real: bytes, target: str, roots: Sequence[str], kind: str, fds: list
                     depth + 1)
         else:
             os.symlink(f"/proc/{os.getpid()}/fd/{fd}".encode(), destination)
+
+
+class ConfinedWrite:
+    """A new file created in a folder opened under the output roots, and renamed inside that same folder.
+
+    The folder is opened once (`open_fd`, O_DIRECTORY); the file is created relative to that descriptor
+    with O_CREAT | O_EXCL | O_NOFOLLOW, and `commit` renames it relative to the same descriptor: a
+    store folder swapped for a symlink meanwhile cannot redirect the write or the rename.
+    """
+
+    def __init__(self, tmp_path: str, roots: Sequence[str]):
+        parent, self.name = os.path.split(_local_bytes(tmp_path))
+        self.dir_fd, _ = open_fd(parent, roots, "output", flags=os.O_RDONLY | os.O_DIRECTORY,
+                                 shown=display(os.path.dirname(tmp_path)))
+        try:
+            fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=self.dir_fd)
+        except BaseException:
+            os.close(self.dir_fd)
+            raise
+        self.file = os.fdopen(fd, "wb")
+
+    def commit(self, final_path: str) -> None:
+        """Rename the (closed) file to `final_path`'s name in the same folder."""
+        try:
+            os.replace(self.name, os.path.basename(_local_bytes(final_path)), src_dir_fd=self.dir_fd,
+                       dst_dir_fd=self.dir_fd)
+        finally:
+            os.close(self.dir_fd)
+
+    def discard(self) -> None:
+        """Close and remove the file (a failed or aborted write); never raises."""
+        with contextlib.suppress(OSError, ValueError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.name, dir_fd=self.dir_fd)
+        with contextlib.suppress(OSError):
+            os.close(self.dir_fd)
+
+
+def confined_write(tmp_path: str) -> ConfinedWrite | None:
+    """A ConfinedWrite for a local temp file under the active output roots; None when outputs are not confined."""
+    roots = _roots_of("output")
+    return None if roots is None or _is_url(tmp_path) else ConfinedWrite(tmp_path, roots)
+
+
+def remove(path: str) -> bool:
+    """Remove a local store file under the active output roots (unlink at its confined folder).
+
+    Returns False when outputs are not confined (the caller removes it as before).
+    """
+    roots = _roots_of("output")
+    if roots is None or _is_url(path):
+        return False
+    parent, name = os.path.split(_local_bytes(path))
+    dir_fd, _ = open_fd(parent, roots, "output", flags=os.O_RDONLY | os.O_DIRECTORY, shown=display(path))
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(dir_fd)
+    return True

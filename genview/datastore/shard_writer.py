@@ -7,8 +7,9 @@ import hashlib
 import json
 from typing import Any
 
+from genview import confinement
 from genview.datastore import layout
-from genview.datastore.fs import commit, temp_name, write_atomic
+from genview.datastore.fs import commit, is_local, temp_name, write_atomic
 from genview.datastore.manifest import manifest_bytes, manifest_table
 from genview.datastore.shardcheck import SPEC_DIGEST, seal_marker
 from genview.datastore.store import Store
@@ -57,7 +58,9 @@ class ShardWriter:
         self.shard = shard
         self.final_tar = layout.shard_tar(store.root, shard)
         self.tmp_tar = temp_name(self.final_tar)
-        self._fh = store.fs.open(self.tmp_tar, "wb")
+        # Under a job's output roots the temp tar is created (and later renamed) in its confined folder.
+        self._confined = confinement.confined_write(self.tmp_tar) if is_local(store.fs) else None
+        self._fh = self._confined.file if self._confined is not None else store.fs.open(self.tmp_tar, "wb")
         self._hashing = _HashingWriter(self._fh)
         import webdataset as wds  # here, not at module top: webdataset imports torch, and readers of genview.datastore must not
 
@@ -87,7 +90,10 @@ class ShardWriter:
             self._fh.close()
         self._closed = True
         fs, root = self.store.fs, self.store.root
-        commit(fs, self.tmp_tar, self.final_tar)
+        if self._confined is not None:
+            self._confined.commit(self.final_tar)
+        else:
+            commit(fs, self.tmp_tar, self.final_tar)
         fragment = manifest_bytes(manifest_table(self.rows))
         write_atomic(fs, layout.shard_manifest(root, self.shard), fragment)
         stats = {
@@ -117,7 +123,9 @@ class ShardWriter:
                     self._fh.close()
         finally:
             self._closed = True
-            if self.store.fs.exists(self.tmp_tar):
+            if self._confined is not None:
+                self._confined.discard()
+            elif self.store.fs.exists(self.tmp_tar):
                 self.store.fs.rm(self.tmp_tar)
 
     def __enter__(self) -> "ShardWriter":

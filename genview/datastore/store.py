@@ -15,8 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from genview import confinement
 from genview.datastore import layout
-from genview.datastore.fs import arrow_filesystem, join, open_url, read_parquet, write_atomic
+from genview.datastore.fs import arrow_filesystem, is_local, join, open_url, read_parquet, write_atomic
 
 
 def list_done_markers(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, str]:
@@ -251,6 +252,8 @@ class Store:
         # marker that vouches for a missing tar.
         paths = [self.marker_path(shard), layout.shard_tar(self.root, shard), layout.shard_manifest(self.root, shard)]
         for path in paths + self.leftovers(shard):
+            if is_local(self.fs) and confinement.remove(path):
+                continue  # removed at its folder opened under the job's output roots
             if self.fs.exists(path):
                 self.fs.rm(path)
 

@@ -140,3 +140,29 @@ def test_confined_path_gives_loaders_the_checked_files(layout, tmp_path):
                 pass
     finally:
         confinement.install(previous)
+
+
+def test_store_writes_and_removals_stay_in_the_output_roots(layout):
+    """A store folder swapped for a symlink out: writes and removals through it are refused, inside ones work."""
+    from genview.datastore.fs import open_url, write_atomic
+    from genview.datastore.store import Store
+
+    root, outside = layout
+    store_dir = root / "store"
+    (store_dir / "stats").mkdir(parents=True)
+    (outside / "000001.json").write_text("someone else's marker")
+    previous = confinement.active()
+    confinement.install(confinement.Policy(read=(str(root),), output=(os.path.realpath(store_dir),)))
+    try:
+        fs, _ = open_url(str(store_dir))
+        write_atomic(fs, str(store_dir / "stats" / "000000.json"), b"{}")
+        assert (store_dir / "stats" / "000000.json").read_bytes() == b"{}"
+        (store_dir / "stats").rename(store_dir / "stats-old")
+        (store_dir / "stats").symlink_to(outside)  # swapped while the job runs
+        with pytest.raises(confinement.OutsideRoots):
+            write_atomic(fs, str(store_dir / "stats" / "000002.json"), b"{}")
+        with pytest.raises(confinement.OutsideRoots):
+            Store(str(store_dir)).reset_shard(1)
+        assert sorted(os.listdir(outside)) == ["000001.json", "private.jpg", "private.txt"]
+    finally:
+        confinement.install(previous)
