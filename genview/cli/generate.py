@@ -170,10 +170,12 @@ def _report(exc: Exception) -> None:
         for err in exc.errors():
             flag = "-".join(str(p) for p in err["loc"]).replace("_", "-")
             message = err["msg"].removeprefix("Value error, ")
-            if flag:
-                print(f"genview generate: --{flag}: {message}", file=sys.stderr)
-            else:  # a check across fields (params against the model's declaration, recipe options)
+            if flag == "params":  # checked against the model's declaration; the message names the param
                 print(f"genview generate: {message.replace('params.', '--param ', 1)}", file=sys.stderr)
+            elif flag:
+                print(f"genview generate: --{flag}: {message}", file=sys.stderr)
+            else:  # a check across fields (recipe options, interpolation options)
+                print(f"genview generate: {message}", file=sys.stderr)
     else:
         print(f"genview generate: {exc}", file=sys.stderr)
 

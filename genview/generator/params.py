@@ -14,6 +14,7 @@ This module imports neither torch nor any model: the job service validates specs
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any, Iterable, Literal, Mapping
 
@@ -130,6 +131,8 @@ class Param:
                 if raw.lower() not in _TRUE + _FALSE:
                     raise ValueError(raw)
                 value = raw.lower() in _TRUE
+            elif len(raw) >= 2 and raw[0] == raw[-1] == '"':
+                value = json.loads(raw)  # a JSON string literal (how the job service writes a worker's --param)
         except ValueError:
             raise self._wrong(text) from None
         return self.check(value)

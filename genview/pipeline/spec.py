@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from genview.generator.registry import get_declaration
 from genview.recipes import apply_recipe, get_recipe, recipe_names
@@ -125,12 +125,14 @@ class GenerateSpec(BaseModel):
         get_declaration(value)  # ValueError listing the known models (a package.module:Class is imported)
         return value
 
-    @model_validator(mode="after")
-    def _declared_params(self) -> "GenerateSpec":
+    @field_validator("params")
+    @classmethod
+    def _declared_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         # One declaration per model (genview.generator.builtin, or the plugin's): names, types, bounds.
         # Strict: "3" is not an int, true is not a number. Ints given for a float param become floats.
-        self.params = get_declaration(self.model).check_params(self.params)
-        return self
+        # (`model` is validated first: fields run in order. When it failed, there is nothing to check against.)
+        model = info.data.get("model")
+        return get_declaration(model).check_params(value) if model else value
 
 
     @model_validator(mode="after")
