@@ -178,7 +178,11 @@ class ViewGenerator(abc.ABC):
 
     @abc.abstractmethod
     def embed(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
-        """Return condition embeddings [N, D] (float32, CPU) of RGB PIL images or a uint8 [N,3,H,W] tensor."""
+        """Return condition embeddings [N, D] (float32, CPU) of RGB PIL images or a uint8 [N,3,H,W] tensor.
+
+        The engine passes decoded sources as a list of PIL images of their own sizes (up to twice
+        `input_side`), and generated views as one uint8 tensor on the model's device.
+        """
 
     @abc.abstractmethod
     def generate(

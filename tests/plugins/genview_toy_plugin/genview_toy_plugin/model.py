@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -112,12 +113,16 @@ class ToyGenerator(ViewGenerator):
         return self._device
 
     def embed(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
-        """Unit embeddings [N, DIM] of uint8 [N, 3, H, W] tensors or PIL images (float32, CPU)."""
-        if not isinstance(images, torch.Tensor):
-            images = torch.stack([torch.from_numpy(__import__("numpy").array(i.convert("RGB"))).permute(2, 0, 1) for i in images]) \
-                if len(images) else torch.zeros(0, 3, THUMB, THUMB, dtype=torch.uint8)
-        thumbs = F.adaptive_avg_pool2d(images.to(self._device).float() / 255.0, THUMB).flatten(1)
-        return F.normalize(thumbs @ self.encoder, dim=1).cpu()
+        """Unit embeddings [N, DIM] (float32, CPU) of PIL images of any size (decoded sources) or uint8 [N, 3, H, W] (views)."""
+        if isinstance(images, torch.Tensor):
+            thumbs = F.adaptive_avg_pool2d(images.to(self._device).float() / 255.0, THUMB)
+        elif len(images):
+            # Sources come decoded at their own sizes: each is pooled to the thumbnail on its own.
+            pixels = [torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1) for image in images]
+            thumbs = torch.cat([F.adaptive_avg_pool2d(p[None].to(self._device).float() / 255.0, THUMB) for p in pixels])
+        else:
+            return torch.zeros(0, DIM)
+        return F.normalize(thumbs.flatten(1) @ self.encoder, dim=1).cpu()
 
     def generate(self, embeddings: torch.Tensor, seeds: Sequence[int], labels: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 views [B, 3, 16, 16]; row i from embeddings[i] and noise drawn from seeds[i] alone."""
