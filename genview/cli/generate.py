@@ -182,16 +182,18 @@ def _report(exc: Exception) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `genview generate`: flags given explicitly, over the recipe's values, over the spec defaults."""
-    from pydantic import ValidationError
-
-    from genview.pipeline import GenerateSpec, generate
-
+    # Params are checked against the model's declaration before anything heavy is imported.
     try:
         model = args.model or (get_recipe(args.recipe).model if args.recipe else None)
         params = typed_params(model, args.param) if model else {}
     except ValueError as exc:
         _report(exc)
         return 2
+
+    from pydantic import ValidationError
+
+    from genview.pipeline import GenerateSpec, generate
+
     if args.truncation is not None:
         params["truncation"] = args.truncation
     given = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}

@@ -133,7 +133,7 @@ def test_eldm_flops_scale_with_steps_and_guidance():
     assert unet.calls_per_view == 10 and more.stage("denoiser").flops_per_view == 2 * unet.flops_per_view
     assert unet.flops_per_call == 2 * plain.stage("denoiser").flops_per_call
     assert base.stage("decoder") == more.stage("decoder") and base.stage("encoder") == plain.stage("encoder")
-    with pytest.raises(ValueError, match="unknown eldm params"):
+    with pytest.raises(ValueError, match="params.truncation: unknown eldm param"):
         view_cost("eldm", "tiny", truncation=1.0)
 
 
