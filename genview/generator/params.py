@@ -182,6 +182,13 @@ class ParamSpec(tuple):
                 return param
         return None
 
+    def declared(self, name: str, model: str = "this model") -> Param:
+        """Return the param called `name`; ParamError listing the known names when it is not declared."""
+        param = self.get(name)
+        if param is None:
+            raise ParamError(f"params.{name}: unknown {model} param; known: {', '.join(self.names) or 'none'}")
+        return param
+
     def path_names(self) -> list[str]:
         """Names of the params that are paths (checked against the caller's read roots)."""
         return sorted(p.name for p in self if p.type == "path")
@@ -192,25 +199,11 @@ class ParamSpec(tuple):
 
     def check(self, values: Mapping[str, Any], model: str = "this model") -> dict[str, Any]:
         """Return `values` checked strictly against the declarations; ParamError names the first bad one."""
-        checked = {}
-        for name, value in values.items():
-            param = self.get(name)
-            if param is None:
-                known = ", ".join(self.names) or "none"
-                raise ParamError(f"params.{name}: unknown {model} param; known: {known}")
-            checked[name] = param.check(value)
-        return checked
+        return {name: self.declared(name, model).check(value) for name, value in values.items()}
 
     def parse_texts(self, pairs: Iterable[tuple[str, str]], model: str = "this model") -> dict[str, Any]:
         """Parse command-line NAME=VALUE pairs by each param's declared type."""
-        parsed = {}
-        for name, text in pairs:
-            param = self.get(name)
-            if param is None:
-                known = ", ".join(self.names) or "none"
-                raise ParamError(f"params.{name}: unknown {model} param; known: {known}")
-            parsed[name] = param.parse_text(text)
-        return parsed
+        return {name: self.declared(name, model).parse_text(text) for name, text in pairs}
 
 
 def describe_params(params: ParamSpec) -> str:

@@ -545,20 +545,7 @@ class UnCLIPGenerator(ViewGenerator):
     @torch.inference_mode()
     def embed(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         """Return raw CLIP image embeddings [N, D] (float32, CPU): the conditioning unCLIP expects (see class doc)."""
-        if isinstance(images, torch.Tensor):
-            if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"embed expects a uint8 [N, 3, H, W] tensor, got {images.dtype} {tuple(images.shape)}")
-            arrays = list(images.permute(0, 2, 3, 1).cpu().numpy())
-        else:
-            arrays = [np.array(img.convert("RGB")) for img in images]
-        if self._settings.source_crop is not None:
-            arrays = [_centre_crop_resize(a, int(self._settings.source_crop)) for a in arrays]
-        if not arrays:
-            return torch.zeros(0, self.embedding_dim)
-        pixels = self.pipe.feature_extractor(images=arrays, return_tensors="pt").pixel_values
-        encoder = self.pipe.image_encoder
-        pixels = pixels.to(device=self._device, dtype=next(encoder.parameters()).dtype)
-        return encoder(pixels).image_embeds.float().cpu()
+        return clip_image_embeds(self.pipe, images, self._device, self._settings.source_crop)
 
     @staticmethod
     def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -633,6 +620,29 @@ class UnCLIPGenerator(ViewGenerator):
             )
             self._empty_prompt = embeds.to(dtype=self._dtype)
         return self._empty_prompt
+
+
+def clip_image_embeds(pipe, images: Sequence[Image.Image] | torch.Tensor, device: torch.device,
+                      source_crop: int | None = None) -> torch.Tensor:
+    """Return a pipeline's raw CLIP ``image_embeds`` [N, D] (float32, CPU) of PIL images or a uint8 [N, 3, H, W] tensor.
+
+    Preprocessed by the pipeline's own ``feature_extractor`` (CLIPImageProcessor), as its ``__call__`` does;
+    ``source_crop`` first centre-crops each image and resizes it to that side.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"embed expects a uint8 [N, 3, H, W] tensor, got {images.dtype} {tuple(images.shape)}")
+        arrays = list(images.permute(0, 2, 3, 1).cpu().numpy())
+    else:
+        arrays = [np.array(img.convert("RGB")) for img in images]
+    if source_crop is not None:
+        arrays = [_centre_crop_resize(a, int(source_crop)) for a in arrays]
+    encoder = pipe.image_encoder
+    if not arrays:
+        return torch.zeros(0, int(encoder.config.projection_dim))
+    pixels = pipe.feature_extractor(images=arrays, return_tensors="pt").pixel_values
+    pixels = pixels.to(device=device, dtype=next(encoder.parameters()).dtype)
+    return encoder(pixels).image_embeds.float().cpu()
 
 
 def _pin_supplied_latents(pipe) -> None:

@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -35,6 +34,7 @@ from genview.generator.base import (
 from genview.generator.sd_image_variations import DECLARATION
 from genview.generator.seeding import torch_generator
 from genview.generator.unclip import (
+    clip_image_embeds,
     diffusers_component_files,
     dtype_name,
     pipeline_digest,
@@ -259,18 +259,7 @@ class SDImageVariationsGenerator(ViewGenerator):
     @torch.inference_mode()
     def embed(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         """Return raw CLIP image embeddings [N, D] (float32, CPU), preprocessed by the folder's feature_extractor."""
-        if isinstance(images, torch.Tensor):
-            if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"embed expects a uint8 [N, 3, H, W] tensor, got {images.dtype} {tuple(images.shape)}")
-            arrays = list(images.permute(0, 2, 3, 1).cpu().numpy())
-        else:
-            arrays = [np.array(img.convert("RGB")) for img in images]
-        if not arrays:
-            return torch.zeros(0, self.embedding_dim)
-        pixels = self.pipe.feature_extractor(images=arrays, return_tensors="pt").pixel_values
-        encoder = self.pipe.image_encoder
-        pixels = pixels.to(device=self._device, dtype=next(encoder.parameters()).dtype)
-        return encoder(pixels).image_embeds.float().cpu()
+        return clip_image_embeds(self.pipe, images, self._device)
 
     @torch.inference_mode()
     def generate(self, embeddings: torch.Tensor, seeds: Sequence[int], labels: torch.Tensor | None = None) -> torch.Tensor:
