@@ -117,3 +117,26 @@ def test_the_service_refuses_to_start_with_an_unknown_enabled_model(tmp_path):
     with pytest.raises(ValueError, match="unknown model 'icgn'"):
         load_settings(base_dir=str(tmp_path), enabled_models="icgan,icgn")
     assert load_settings(base_dir=str(tmp_path), enabled_models="icgan, unclip").enabled_models == ["icgan", "unclip"]
+
+
+def test_docs_param_tables_match_the_declarations():
+    from pathlib import Path
+
+    from genview.generator.params import markdown_params
+    from genview.generator.registry import builtin_model_names
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "generators.md").read_text()
+    for name in builtin_model_names():
+        assert f"### `{name}`\n\n{markdown_params(get_declaration(name).params)}" in page, name
+
+
+def test_the_default_cost_cap_admits_every_recipe():
+    from genview.api.security import job_cost_per_source
+    from genview.api.settings import Settings
+    from genview.pipeline.spec import GenerateSpec
+    from genview.recipes import recipe_names
+
+    cap = Settings.model_fields["max_cost_per_source"].default
+    costs = {name: job_cost_per_source(GenerateSpec(source="s", out="o", recipe=name))[0] for name in recipe_names()}
+    assert costs["genssl-unclip"] == 10 * 768 * 768 == 5_898_240  # docs/generators.md quotes it
+    assert max(costs.values()) <= cap, costs
