@@ -144,9 +144,9 @@ def run_info(args: argparse.Namespace) -> int:
     except NotImplementedError as exc:
         report, not_counted = None, str(exc)
     if args.json:
-        out = {"model": declaration.to_dict(), "cost": report.to_dict() if report else None}
-        # The cost report's keys stay at the top level, as before the params were added.
-        print(json.dumps({**(report.to_dict() if report else {}), **out}, indent=2, default=str))
+        # The cost report's keys (model, preset, settings, stages, ...) at the top level; the declaration beside them.
+        out = {**(report.to_dict() if report else {"model": declaration.name}), "declaration": declaration.to_dict()}
+        print(json.dumps(out, indent=2, default=str))
         return 0
     print(f"{declaration.name}: {declaration.summary}")
     print(f"presets: {', '.join(declaration.presets)}; --param settings:")
