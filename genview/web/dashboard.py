@@ -46,7 +46,7 @@ def _bound(prop: dict[str, Any], name: str) -> Any:
 
 def form_fields() -> tuple[list[dict[str, Any]], list[str]]:
     """The submit form's fields from the JSON schema of POST /v1/jobs (one source of truth), and the model names."""
-    from genview.generator.registry import model_names
+    from genview.api.schemas import enabled_models
 
     schema = JobCreate.model_json_schema()
     required = set(schema.get("required", []))
@@ -68,7 +68,7 @@ def form_fields() -> tuple[list[dict[str, Any]], list[str]]:
         })
     # Required fields first, in schema order: what must be filled is at the top.
     fields.sort(key=lambda field: not field["required"])
-    return fields, model_names()
+    return fields, enabled_models()
 
 
 def format_eta(seconds: float | None) -> str:
