@@ -248,12 +248,13 @@ class GenViewDataset(IterableDataset):
         rank, world = self.rank_and_world()
         self._warn_uneven(rank, world)
         start = self._take_resume(epoch, worker, num_workers)
-        return self._iterate(self.positions(worker, num_workers, epoch), epoch, worker, num_workers, start)
+        # Set now, not when the generator first runs: StatefulDataLoader saves a state before the first batch.
+        self._progress = {"epoch": epoch, "worker": worker, "num_workers": num_workers, "position": start}
+        return self._iterate(self.positions(worker, num_workers, epoch), epoch, self._progress)
 
-    def _iterate(self, positions: np.ndarray, epoch: int, worker: int, num_workers: int, start: int) -> Iterator[Any]:
+    def _iterate(self, positions: np.ndarray, epoch: int, progress: dict[str, Any]) -> Iterator[Any]:
         reader = self.reader()
-        progress = self._progress = {"epoch": epoch, "worker": worker, "num_workers": num_workers, "position": start}
-        for i in range(start, len(positions)):
+        for i in range(progress["position"], len(positions)):
             position = int(positions[i])
             progress["position"] = i + 1  # before the yield: a state saved with this sample counts it as read
             if reader.offsets[position] < 0:
