@@ -26,7 +26,17 @@ from genview.trainer_client.dataset import CorruptShardWarning, GenViewDataset, 
 from genview.trainer_client.filters import ViewFilter, classes_above_fid
 from genview.trainer_client.losses import disentanglement_loss_dino, disentanglement_loss_simclr, nt_xent_loss
 from genview.trainer_client.map_dataset import GenViewMapDataset
-from genview.trainer_client.policies import PairPolicy, SinglePolicy, SoloLearnOutput, TripletPolicy, ViewContext
+from genview.trainer_client.policies import (
+    MultiViewPolicy,
+    PairPolicy,
+    SinglePolicy,
+    SoloLearnOutput,
+    TripletPolicy,
+    ViewContext,
+    lightly_policy,
+    per_view_transforms,
+    sololearn_policy,
+)
 from genview.trainer_client.pull import PullReport, StoreVerificationError, pull_store
 from genview.trainer_client.samples import CorruptSampleError, RawSample
 from genview.trainer_client.sampler import FixedCountBatchSampler, ViewRequest
@@ -47,6 +57,7 @@ __all__ = [
     "GenViewDataset",
     "GenViewLoader",
     "GenViewMapDataset",
+    "MultiViewPolicy",
     "PairPolicy",
     "PartialStoreError",
     "PartialStoreWarning",
@@ -66,7 +77,10 @@ __all__ = [
     "disentanglement_loss_dino",
     "disentanglement_loss_simclr",
     "nt_xent_loss",
+    "lightly_policy",
+    "per_view_transforms",
     "preset",
     "preset_params",
     "pull_store",
+    "sololearn_policy",
 ]
