@@ -166,3 +166,48 @@ def test_killed_torchrun_resumes_without_replaying_or_skipping(tmp_path):
     assert [entries[0]["step"] for entries in after_logs] == [steps] * 2
     # Together one clean epoch: every source once, the one "pad" sample twice, no replay, no gap.
     assert Counter(before + after) == clean_epoch(store, world=2, seed=1)
+
+
+class Preempted(RuntimeError):
+    """Stands in for a preemption in the middle of an epoch."""
+
+
+def test_lightning_checkpoint_holds_the_loader_state_and_resumes_mid_epoch(store, tmp_path):
+    pl = pytest.importorskip("pytorch_lightning")  # installed with lightly
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from torch import nn
+
+    class Module(pl.LightningModule):
+        def __init__(self, stop_after: int | None):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(3))
+            self.stop_after, self.seen = stop_after, []
+
+        def train_dataloader(self):  # the loader ds.loader builds: Lightning saves its state_dict itself
+            ds = GenViewDataset(store.url, SinglePolicy(p=0.5, transform=T.Compose([T.Resize(8), T.ToTensor()])), seed=2)
+            return ds.loader(3, num_workers=2)
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append([int(i) for i in batch["source_id"]])
+            if len(self.seen) == self.stop_after:
+                raise Preempted
+            return nn.functional.cross_entropy(self.net(batch["image"]), batch["label_index"].clamp(min=0))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    quiet = dict(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    first = Module(stop_after=6)
+    saver = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1)
+    with pytest.raises(Preempted):
+        pl.Trainer(callbacks=[saver], **quiet).fit(first)
+    checkpoint_path = tmp_path / "epoch=0-step=4.ckpt"
+    state = torch.load(checkpoint_path, weights_only=False)["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert state["epoch"] == 0 and sum(state["worker_batches"]) == 4  # the state is in the checkpoint dict
+
+    second = Module(stop_after=None)
+    pl.Trainer(enable_checkpointing=False, **quiet).fit(second, ckpt_path=str(checkpoint_path))
+    seen = [i for batch in first.seen[:4] + second.seen for i in batch]
+    assert len(first.seen[:4]) + len(second.seen) == 10  # 29 samples, batch 3: 10 steps
+    assert Counter(seen) == clean_epoch(store, epoch=0)
