@@ -25,7 +25,8 @@ class GenViewMapDataset(Dataset):
     is one range read. Accepts an int or a ``ViewRequest`` (from ``FixedCountBatchSampler``),
     whose ``generated`` flag overrides the policy's p draw. Use ``set_epoch`` each epoch so the
     generated view drawn for each source changes (the same (seed, epoch) gives the same views).
-    Damaged data always raises here (a map-style dataset cannot skip an index).
+    Damaged data always raises here (a map-style dataset cannot skip an index). A store with fewer
+    done shards than planned is refused unless ``allow_partial=True``.
     """
 
     def __init__(
@@ -38,8 +39,10 @@ class GenViewMapDataset(Dataset):
         index_cache: str | os.PathLike | None = None,
         epoch: int = 0,
         storage_options: dict[str, Any] | None = None,
+        allow_partial: bool = False,
     ):
         self.index = store if isinstance(store, StoreIndex) else StoreIndex(store, storage_options)
+        self.index.require_complete(allow_partial)  # a half-copied store would silently miss whole shards
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.policy = policy if policy is not None else PairPolicy()

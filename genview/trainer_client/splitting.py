@@ -21,10 +21,10 @@ it; each sample is then read by its byte range (``byte_index``):
   equal-length ranks have identical per-worker counts.
 
 Why a whole-store permutation and not shard order + a shuffle buffer: a sample's batch partners
-then come from its own shard's neighbourhood every epoch, so in-batch negatives repeat. On an
-ImageNet-shaped simulation (8 ranks x 8 workers, buffer 256, batch 64), 5.4 % of batch pairs
-recur in the next epoch with a frozen shard order, 3.6 % even when each shard is reshuffled
-every epoch, against 0.005 % for a permutation (tests/datastore/test_shard_mixing.py).
+then come from its own shard every epoch, so in-batch negatives repeat: on an ImageNet-shaped
+simulation (8 ranks x 8 workers, buffer 256, batch 64) 5.4 % of batch pairs recurred in the next
+epoch with a frozen shard order, and still 3.6 % with each shard reshuffled every epoch, against
+0.005 % for a permutation (tests/datastore/test_shard_mixing.py checks the permutation's figures).
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ def classes_per_batch(batch_of: np.ndarray, labels: np.ndarray) -> float:
     return float(distinct.sum() / new_batch.sum())
 
 
-def test_batches_mix_classes_and_their_pairs_change_every_epoch():
+def measure() -> dict[str, float]:
+    """Classes per batch and repeated batch pairs of two consecutive epochs: the client and a random permutation."""
     listing = pa.table({
         "source_id": pa.array(np.arange(N), pa.int64()),
         "label_index": pa.array(np.repeat(np.arange(CLASSES), PER_CLASS), pa.int32()),  # path order = class order
@@ -65,15 +66,28 @@ def test_batches_mix_classes_and_their_pairs_change_every_epoch():
     labels = planned.sort_by([("shard", "ascending"), ("source_id", "ascending")]).column("label_index").to_numpy()
     epoch0, epoch1 = client_batches(0), client_batches(1)
     ref0, ref1 = permutation_batches(1), permutation_batches(2)
+    return {"classes": classes_per_batch(epoch0, labels), "classes_permutation": classes_per_batch(ref0, labels),
+            "repeats": repeated_pairs(epoch0, epoch1), "repeats_permutation": repeated_pairs(ref0, ref1),
+            "repeats_same_order": repeated_pairs(epoch0, epoch0)}
 
-    mixed, reference = classes_per_batch(epoch0, labels), classes_per_batch(ref0, labels)
+
+def test_batches_mix_classes_and_their_pairs_change_every_epoch():
+    m = measure()
+    mixed, reference = m["classes"], m["classes_permutation"]
     assert reference > 60
     assert mixed >= 0.95 * reference, (mixed, reference)
 
-    repeats, reference_repeats = repeated_pairs(epoch0, epoch1), repeated_pairs(ref0, ref1)
-    # A frozen shard order + shuffle buffer of 256 gave 5.4 % here (issue 22), reshuffling inside
-    # each shard 3.6 %; a permutation gives ~63 / N = 0.005 %.
+    repeats, reference_repeats = m["repeats"], m["repeats_permutation"]
+    # A frozen shard order + shuffle buffer of 256 gave 5.4 % (issue 22); a permutation ~63 / N.
     assert 0 < reference_repeats < 1e-4
     assert repeats <= 3 * reference_repeats, (repeats, reference_repeats)
     # The metric sees the failure it guards against: the same order two epochs running repeats every pair.
-    assert repeated_pairs(epoch0, epoch0) == 1.0
+    assert m["repeats_same_order"] == 1.0
+
+
+if __name__ == "__main__":  # the figures docs/training.md quotes
+    m = measure()
+    print(f"{CLASSES} classes x {PER_CLASS}, shards of {SHARD}, {RANKS} ranks x {WORKERS} workers, batch {BATCH}")
+    print(f"  distinct classes per batch      client {m['classes']:.2f}   random permutation {m['classes_permutation']:.2f}")
+    print(f"  batch pairs repeated next epoch client {100 * m['repeats']:.4f} %   random permutation "
+          f"{100 * m['repeats_permutation']:.4f} %   ({m['repeats'] / m['repeats_permutation']:.2f}x)")

@@ -15,6 +15,7 @@ from genview.trainer_client import (
     CorruptShardWarning,
     GenViewDataset,
     PairPolicy,
+    PartialStoreError,
     PartialStoreWarning,
     SinglePolicy,
     StoreFormatError,
@@ -215,6 +216,17 @@ def test_unfinished_shard_is_invisible(store_copy):
     with pytest.warns(PartialStoreWarning, match="6 of its 7 planned shards"):
         ds = GenViewDataset(store_copy.url, pair_policy(), shuffle=False, allow_partial=True)
     assert len(ds) == len(store_copy.ok_ids) - len(store_copy.shard_ids[6])
+
+
+def test_a_partial_store_is_refused_unless_allowed(tmp_path):
+    # The case: a pull that failed on one of 4 shards left 3 done (9 of 14 samples).
+    store = build_store(tmp_path / "store", shard_sizes=(3, 3, 5, 3), failed_in=())
+    (store.root / "stats" / "000002.json").unlink()
+    with pytest.raises(PartialStoreError, match=r"3 of its 4 planned shards done \(9 samples readable\).*allow_partial=True"):
+        GenViewDataset(store.url, pair_policy())
+    with pytest.warns(PartialStoreWarning, match="3 of its 4 planned shards"):
+        ds = GenViewDataset(store.url, SinglePolicy(p=0.0, transform=TENSOR), allow_partial=True)
+    assert len([s for s in ds]) == 9
 
 
 def test_batches_collate_to_tensors(store):
