@@ -181,7 +181,7 @@ class GenViewDataset(IterableDataset):
         if self._reader is None:
             if self.index_cache is not None and self.on_corrupt == "raise":
                 table = self._raising(lambda: load_or_build(self.index, self.index_cache))
-            else:
+            else:  # shard by shard, so on_corrupt="warn" can leave one out (not cached then)
                 tables = []
                 for entry in self.index.shards:
                     try:
