@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import posixpath
+import re
 from collections import defaultdict
 
 from genview.datastore import layout
@@ -82,6 +84,32 @@ def spec_problems(store: Store, shard: int, stats: dict) -> list[str]:
     return []
 
 
+#: What genview itself writes in each shard folder (stats/NNNNNN.* also covers per-shard summaries and indexes).
+_OWN_FILES = {
+    layout.SHARDS_DIR: re.compile(r"\d{6}\.tar"),
+    layout.MANIFEST_DIR: re.compile(r"\d{6}\.parquet|_\d{6}\.json"),  # _NNNNNN.json: format v1 markers
+    layout.STATS_DIR: re.compile(r"\d{6}\..+"),
+}
+
+
+def foreign_files(store: Store) -> list[str]:
+    """Return files in shards/, manifest/ or stats/ that genview did not write (temp files are leftovers, not foreign).
+
+    Another tool's file there breaks outside readers: e.g. an index.json in manifest/ makes
+    ``pandas.read_parquet(STORE/manifest)`` fail.
+    """
+    found = []
+    for folder, own in _OWN_FILES.items():
+        directory = store.path(folder)
+        if not store.fs.exists(directory):
+            continue
+        for path in sorted(store.fs.ls(directory, detail=False)):
+            base = posixpath.basename(path.rstrip("/"))
+            if not own.fullmatch(base) and not (base.startswith(".") and base.endswith(".tmp")):
+                found.append(f"{folder}/{base}")
+    return found
+
+
 def verify_store(url: str, decode: bool = False, require_complete: bool = True, sha256: bool = True) -> VerifyReport:
     """Check a whole store; `decode=True` also decodes every view; `sha256=False` skips the tar digests (faster)."""
     store = Store(url)
@@ -124,6 +152,7 @@ def verify_store(url: str, decode: bool = False, require_complete: bool = True, 
                 report.problems.append(f"shard {layout.shard_name(shard)} is not done (rerun the generate command to finish it)")
             if store.fs.exists(layout.shard_tar(store.root, shard)):
                 report.problems.append(f"shard {layout.shard_name(shard)}: tar present without a done marker")
+    report.problems += [f"foreign file {path}: not written by genview (move it out of the store)" for path in foreign_files(store)]
     leftovers = store.leftovers()
     for path in leftovers:
         report.problems.append(f"temporary file left by an interrupted write: {path}")

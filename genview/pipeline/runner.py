@@ -25,6 +25,7 @@ from genview.generator.registry import get_generator_class, path_params
 from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
 from genview.pipeline.progress import JobProgress, LiveProgressFile
 from genview.pipeline.shard import ViewSettings
+from genview.pipeline.source_copy import mixed_formats_message, source_formats
 from genview.pipeline.spec import IDENTITY_FIELDS, GenerateSpec, resolve_device
 
 
@@ -179,6 +180,10 @@ def _plan(spec: GenerateSpec) -> tuple[pa.Table, dict[str, Any]]:
         "num_shards": num_shards,
         "shard_pattern": layout.relative_shard_pattern(num_shards),
     }
+    if spec.source_copy == "original":  # original bytes keep each file's format: one member name or several
+        facts["source_formats"] = source_formats(sources.column("uri").to_pylist())
+        if len(facts["source_formats"]) > 1:
+            print(f"genview: WARNING: {mixed_formats_message(facts['source_formats'])}", file=sys.stderr)
     return sources, facts
 
 
