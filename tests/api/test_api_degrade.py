@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_process import ServerProcess
+from live_process import ServerProcess, assert_security_headers
 
 from .conftest import TOKENS, LiveServer, PostgresServer, postgres_bin, wait_for
 from .test_api_server import job_body
@@ -137,18 +137,6 @@ def test_sqlite_errors_that_mean_unavailable_are_told_from_bugs(tmp_path):
 
 
 # -- security headers ---------------------------------------------------------------------------------
-
-def assert_security_headers(response: httpx.Response, where: str) -> None:
-    """The headers issue 19 asks of every response (shared with the browse tests)."""
-    headers = response.headers
-    csp = headers.get("content-security-policy", "")
-    assert "frame-ancestors 'none'" in csp, f"{where}: CSP {csp!r}"
-    if "/docs" not in where and "/redoc" not in where:
-        assert "unsafe-inline" not in csp and "script-src 'self'" in csp, f"{where}: CSP {csp!r}"
-    assert headers.get("x-frame-options") == "DENY", where
-    assert headers.get("x-content-type-options") == "nosniff", where
-    assert headers.get("referrer-policy") in ("no-referrer", "same-origin"), where
-
 
 def test_every_response_carries_the_security_headers(server, alice, api_base):
     with server.client(None) as anonymous:
