@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 
 
@@ -31,6 +30,7 @@ def run_browse(args: argparse.Namespace) -> int:
 
     from genview.datastore.store import Store
     from genview.web.browse import create_browse_app
+    from genview.web.guards import is_loopback
     from genview.web.store_view import empty_shards
 
     store = Store(args.store)
@@ -41,11 +41,7 @@ def run_browse(args: argparse.Namespace) -> int:
     for problem in empty_shards(store, frozenset(store.done_shards())).values():
         print(f"genview browse: warning: {problem}: its sources have no images (`genview verify` reports it)",
               file=sys.stderr)
-    try:
-        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(args.host):
         print(f"genview browse: warning: serving {args.store} without a login on {args.host}", file=sys.stderr)
     print(f"genview browse: http://{args.host}:{args.port}/  ({args.store}, read-only; Ctrl-C to stop)", file=sys.stderr)
     uvicorn.run(create_browse_app(args.store, bind_host=args.host), host=args.host, port=args.port, log_level=args.log_level)
