@@ -46,7 +46,6 @@ class Outage:
         self._lock = threading.Lock()
         self.down_since: float | None = None
         self.failures = 0  # failed calls during the current outage
-        self.outages = 0  # outages seen since start
 
     def failed(self, error: BaseException, where: str) -> None:
         """A database call failed with an "unavailable" error: log it if it starts an outage."""
@@ -55,7 +54,6 @@ class Outage:
             if self.down_since is not None:
                 return
             self.down_since = time.monotonic()
-            self.outages += 1
         # One line, no traceback: the driver's first line says why (refused, shut down, locked...).
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()
         log.warning("job database unavailable (%s: %s); answering 503 until it is back",
@@ -70,15 +68,10 @@ class Outage:
                 return
             seconds, failures = time.monotonic() - self.down_since, self.failures
             self.down_since, self.failures = None, 0
-        log.warning("job database available again after %.1f s (%d calls answered 503 meanwhile)", seconds, failures)
-
-    @property
-    def down(self) -> bool:
-        """True while the last database call failed."""
-        return self.down_since is not None
+        log.warning("job database available again after %.1f s (%d database calls failed meanwhile)", seconds, failures)
 
 
-def unavailable_response(outage: Outage | None = None) -> JSONResponse:
+def unavailable_response() -> JSONResponse:
     """503 with Retry-After and a body that says the database is unavailable."""
     return JSONResponse(
         status_code=503,
@@ -94,7 +87,7 @@ def install_outage_handlers(app: FastAPI, outage: Outage) -> None:
         if not database_unavailable(error):
             raise error  # a real bug: the server error middleware logs it with its traceback
         outage.failed(error, f"{request.method} {request.url.path}")
-        return unavailable_response(outage)
+        return unavailable_response()
 
     for kind in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DatabaseError):
         app.add_exception_handler(kind, handler)
