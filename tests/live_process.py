@@ -66,3 +66,15 @@ class ServerProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def assert_security_headers(response: httpx.Response, where: str) -> None:
+    """The security headers every response of `genview serve` and `genview browse` carries (issue 19)."""
+    headers = response.headers
+    csp = headers.get("content-security-policy", "")
+    assert "frame-ancestors 'none'" in csp, f"{where}: CSP {csp!r}"
+    if "/docs" not in where and "/redoc" not in where:
+        assert "unsafe-inline" not in csp and "script-src 'self'" in csp, f"{where}: CSP {csp!r}"
+    assert headers.get("x-frame-options") == "DENY", where
+    assert headers.get("x-content-type-options") == "nosniff", where
+    assert headers.get("referrer-policy") in ("no-referrer", "same-origin"), where

@@ -8,13 +8,16 @@ from typing import AsyncIterator
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
+from sqlalchemy import event
 from starlette.concurrency import run_in_threadpool
 
 from genview import __version__
 from genview.api.db import init_db, make_engine, make_sessionmaker
 from genview.api.errors import install_error_handlers
 from genview.api.executors import Executor, make_executor
+from genview.api.outage import Outage, install_outage_handlers
 from genview.api.metrics import MetricsMiddleware, RequestMetrics
+from genview.api.public_paths import PathDisplay
 from genview.api.progress import ProgressReader
 from genview.api.reconcile import Dispatcher
 from genview.api.schemas import enable_models
@@ -43,6 +46,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         # Few threads beat many: 40 runnable threads convoy on the GIL and starve the event loop.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
         engine = make_engine(settings.resolved_database_url)
+        # Any query that works ends an outage (logged once); failures are recorded where they are answered.
+        event.listen(engine, "after_cursor_execute", lambda *args: outage.succeeded())
         await run_in_threadpool(init_db, engine)
         sessions = make_sessionmaker(engine)
         progress = ProgressReader(settings.progress_cache_seconds)
@@ -54,10 +59,12 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         await run_in_threadpool(dispatcher.run_once)
         status_cache = StatusCache(settings.status_cache_seconds)
         dispatcher.on_change = status_cache.forget
+        dispatcher.outage = outage
         dispatcher.start()
         app.state.ctx = AppContext(settings=settings, sessions=sessions, executor=runner, dispatcher=dispatcher,
                                    progress=progress, authenticator=Authenticator(settings), engine=engine,
-                                   status_cache=status_cache, submit_limiter=anyio.CapacityLimiter(settings.submit_threads))
+                                   status_cache=status_cache, submit_limiter=anyio.CapacityLimiter(settings.submit_threads),
+                                   outage=outage, paths=PathDisplay(settings))
         try:
             yield
         finally:
@@ -78,6 +85,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         ],
     )
     install_error_handlers(app)
+    outage = Outage()
+    install_outage_handlers(app, outage)
     app.state.metrics = RequestMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(jobs.router, prefix="/v1")
@@ -85,6 +94,10 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.include_router(health.router)
     # The web dashboard (pages at /, fragments under /ui): same tokens, same job records.
     from genview.web.dashboard import create_dashboard_router
+    from genview.web.guards import allowed_hosts_for, install_guard
 
     app.include_router(create_dashboard_router(list(settings.tokens)))
+    # Security headers everywhere; without a login also a Host allow-list (DNS rebinding). CSRF always:
+    # with tokens a cross-site request cannot carry one anyway, so the check only costs a header lookup.
+    install_guard(app, allowed_hosts=allowed_hosts_for(settings.host) if settings.auth_disabled else None)
     return app

@@ -8,8 +8,10 @@ job through the Ray Jobs API when GENVIEW_RAY_ADDRESS is set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shlex
 import signal
@@ -19,6 +21,8 @@ import time
 from typing import Any, Protocol, Sequence
 
 from genview.pipeline.spec import GenerateSpec
+
+log = logging.getLogger("genview.api")
 
 LOG_NAME = "worker.log"
 STATUS_NAME = "exit.json"
@@ -141,6 +145,34 @@ def process_alive(pid: int | None, start_time: float | None) -> bool:
         return False
 
 
+def sweep_process_group(pgid: int | None) -> int:
+    """SIGKILL what is left of a dead worker's process group; return how many processes were left.
+
+    A worker leads its own session and process group (pgid == its pid). Killed with SIGKILL, it cannot
+    stop what it started: a local Ray instance's DashboardAgent and RuntimeEnvAgent (children of the
+    raylet, in the worker's group) outlive it by a minute while they try to report the raylet's death
+    to a GCS that died too. Only when no process has the pid `pgid` any more: a live one would be a
+    reused pid, and its group is not ours.
+    """
+    if not pgid:
+        return 0
+    import psutil
+
+    if psutil.pid_exists(pgid):
+        return 0
+    left = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                left.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    if left:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    return len(left)
+
+
 class LocalProcessExecutor:
     """Run each job as a worker process on this machine (the embedded default)."""
 
@@ -208,6 +240,9 @@ class LocalProcessExecutor:
                 self._children.pop(job.id, None)
         elif process_alive(job.pid, job.pid_start_time):
             return WorkerStatus(running=True)
+        left = sweep_process_group(job.pid)
+        if left:
+            log.warning("job %s: its worker is gone; killed %d process(es) it left behind (e.g. Ray's agents)", job.id, left)
         status = self._read_status(job)
         if status is not None:
             return WorkerStatus(running=False, exit_code=status.get("exit_code"), error=status.get("error"))

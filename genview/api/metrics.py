@@ -42,15 +42,25 @@ class RequestMetrics:
             hist[len(BUCKETS)] += 1
             hist[len(BUCKETS) + 1] += seconds
 
-    def render(self, jobs_by_state: dict[str, int], finished: dict[str, int], executor: str, version: str) -> str:
-        """The Prometheus text exposition."""
-        lines = [
+    @staticmethod
+    def _head(executor: str, version: str, jobs_help: str) -> list[str]:
+        return [
             "# HELP genview_build_info genview version and executor.",
             "# TYPE genview_build_info gauge",
             f"genview_build_info{_labels(version=version, executor=executor)} 1",
-            "# HELP genview_jobs Jobs in the database by state.",
+            f"# HELP genview_jobs {jobs_help}",
             "# TYPE genview_jobs gauge",
         ]
+
+    def render_owner(self, owner: str, jobs_by_state: dict[str, int], executor: str, version: str) -> str:
+        """What one (non-admin) token sees: its own jobs by state, nothing about other owners or their requests."""
+        lines = self._head(executor, version, "Your jobs in the database by state.")
+        lines += [f"genview_jobs{_labels(owner=owner, state=state)} {count}" for state, count in sorted(jobs_by_state.items())]
+        return "\n".join(lines) + "\n"
+
+    def render(self, jobs_by_state: dict[str, int], finished: dict[str, int], executor: str, version: str) -> str:
+        """The Prometheus text exposition of the whole service (admin tokens, or metrics without auth)."""
+        lines = self._head(executor, version, "Jobs in the database by state.")
         lines += [f"genview_jobs{_labels(state=state)} {count}" for state, count in sorted(jobs_by_state.items())]
         lines += ["# HELP genview_jobs_finished_total Jobs this process saw end, by final state.",
                   "# TYPE genview_jobs_finished_total counter"]

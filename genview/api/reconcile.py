@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genview.api.db import Job, utcnow
 from genview.api.executors import Executor, WorkerStatus
+from genview.api.outage import Outage, database_unavailable
 from genview.api.progress import ProgressReader, store_complete
 from genview.api.schemas import IN_FLIGHT, JobState
 from genview.pipeline.spec import GenerateSpec
@@ -49,6 +50,8 @@ class Dispatcher:
         self.finished_counts: dict[str, int] = {}
         #: Called with (owner, public id) whenever this dispatcher changes a job (the status cache listens).
         self.on_change: Callable[[str, str], None] | None = None
+        #: The service's record of database outages (None: every failed pass is logged with its traceback).
+        self.outage: Outage | None = None
 
     def _changed(self, job: Job) -> None:
         if self.on_change is not None:
@@ -79,8 +82,11 @@ class Dispatcher:
                 return
             try:
                 self.run_once()
-            except Exception:  # the loop must survive a database hiccup; the next pass retries
-                log.exception("dispatcher pass failed")
+            except Exception as exc:  # the loop must survive a database outage; the next pass retries
+                if self.outage is not None and database_unavailable(exc):
+                    self.outage.failed(exc, "dispatcher")  # one warning per outage, not a traceback per pass
+                else:
+                    log.exception("dispatcher pass failed")
 
     def run_once(self) -> None:
         """Reconcile every running job, then start queued jobs while there is room."""
@@ -224,9 +230,12 @@ class Dispatcher:
                 self.reconcile_job(session, job)
         self.wake()
 
-    def count_by_state(self, session: Session) -> dict[str, int]:
-        """Jobs per state (for /metrics)."""
-        rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+    def count_by_state(self, session: Session, owner: str | None = None) -> dict[str, int]:
+        """Jobs per state (for /metrics), of one owner or (None) of all."""
+        query = select(Job.state, func.count())
+        if owner is not None:
+            query = query.where(Job.owner == owner)
+        rows = session.execute(query.group_by(Job.state)).all()
         counts = {state.value: 0 for state in JobState}
         counts.update({state: int(n) for state, n in rows})
         return counts

@@ -219,10 +219,11 @@ class ModelList(BaseModel):
 class Health(BaseModel):
     """Liveness and readiness of the service."""
 
-    status: str
+    status: str = Field(description="ok, or unhealthy while the job database is unavailable")
     version: str
-    database: str
+    database: str = Field(description="ok or unavailable")
     executor: str
+    detail: str | None = Field(default=None, description="why it is unhealthy")
 
 
 class ErrorBody(BaseModel):

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import gc
-import ipaddress
 import logging
 import sys
 
 from genview.api.settings import Settings
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from genview.web.guards import is_loopback
 
 
 def check_security(settings: Settings) -> None:
     """Refuse to start without tokens, or with auth disabled on a non-loopback interface."""
     if settings.auth_disabled:
-        if not _loopback(settings.host):
+        if not is_loopback(settings.host):
             raise ValueError(
                 f"auth_disabled is for local use only: bind to 127.0.0.1, not {settings.host} "
                 "(or configure tokens with GENVIEW_TOKENS / the settings file)"

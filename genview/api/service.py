@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genview.api.db import Job, utcnow
 from genview.api.executors import Executor
+from genview.api.outage import Outage
+from genview.api.public_paths import PathDisplay
 from genview.api.progress import ProgressReader, empty_progress
 from genview.api.reconcile import Dispatcher
 from genview.api.schemas import IN_FLIGHT, TERMINAL, Execution, JobCreate, JobPublic, JobState, Progress
@@ -37,6 +39,8 @@ class AppContext:
     engine: Any
     status_cache: StatusCache = dataclasses.field(default_factory=StatusCache)
     submit_limiter: Any = None  # anyio.CapacityLimiter for POST /v1/jobs (None: the default threadpool)
+    outage: Outage = dataclasses.field(default_factory=Outage)
+    paths: PathDisplay | None = None  # how host paths are shown to clients (None: as they are)
 
 
 def spec_digest(spec: GenerateSpec) -> str:
@@ -71,10 +75,10 @@ def to_public(ctx: AppContext, job: Job) -> JobPublic:
         id=job.public_id,
         owner=job.owner,
         state=JobState(job.state),
-        spec=job.spec,
+        spec=ctx.paths.spec(job.spec) if ctx.paths else job.spec,
         idempotency_key=job.idempotency_key,
         cancel_requested=bool(job.cancel_requested),
-        error=job.error,
+        error=ctx.paths.text(job.error) if ctx.paths else job.error,
         progress=Progress(**progress),
         execution=Execution(executor=job.executor, pid=job.pid, external_id=job.external_id, exit_code=job.exit_code),
         created_at=job.created_at,
@@ -83,13 +87,15 @@ def to_public(ctx: AppContext, job: Job) -> JobPublic:
     )
 
 
-def _replay_or_conflict(existing: Job, digest: str, spec: GenerateSpec, by: str) -> Job:
+def _replay_or_conflict(ctx: AppContext, existing: Job, digest: str, spec: GenerateSpec, by: str) -> Job:
     """Return the earlier job for an identical resubmission; 409 when the key is reused for another spec."""
     if existing.spec_digest != digest:
+        old, new = existing.spec, spec.model_dump(mode="json")
+        if ctx.paths is not None:
+            old, new = ctx.paths.spec(old), ctx.paths.spec(new)
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            detail=f"{by} was already used for job {existing.public_id} with a different spec: "
-            + _differences(existing.spec, spec.model_dump(mode="json")),
+            detail=f"{by} was already used for job {existing.public_id} with a different spec: " + _differences(old, new),
         )
     return existing
 
@@ -118,7 +124,7 @@ def submit(ctx: AppContext, session: Session, principal: Principal, body: JobCre
     spec = authorize_spec(body, principal, ctx.settings)
     digest = spec_digest(spec)
     if existing is not None:
-        return _replay_or_conflict(existing, digest, spec, by), False
+        return _replay_or_conflict(ctx, existing, digest, spec, by), False
     in_flight = session.scalar(
         select(func.count()).select_from(Job).where(Job.owner == principal.name, Job.state.in_(IN_FLIGHT))
     )
@@ -162,7 +168,7 @@ def submit(ctx: AppContext, session: Session, principal: Principal, body: JobCre
         existing, by = _find_existing(session, principal, body.id, key)
         if existing is None:
             raise
-        return _replay_or_conflict(existing, digest, spec, by), False
+        return _replay_or_conflict(ctx, existing, digest, spec, by), False
     ctx.dispatcher.wake()
     return job, True
 

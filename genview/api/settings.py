@@ -42,6 +42,8 @@ class TokenPolicy(BaseModel):
     source_roots: list[str] | None = Field(default=None, description="folders / URL prefixes this token may read")
     output_roots: list[str] | None = Field(default=None, description="folders / URL prefixes this token may write")
     max_jobs_in_flight: int | None = Field(default=None, ge=1, description="queued + running jobs allowed at once")
+    admin: bool = Field(default=False, description="/metrics shows this token every owner's jobs and the HTTP "
+                        "counters (other tokens see only their own jobs' counts)")
 
 
 class Principal(BaseModel):
@@ -51,6 +53,7 @@ class Principal(BaseModel):
     source_roots: list[str]
     output_roots: list[str]
     max_jobs_in_flight: int
+    admin: bool = False
 
 
 def _split_list(value: Any) -> Any:
@@ -101,7 +104,8 @@ class Settings(BaseSettings):
     generate_args: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="extra `genview generate` flags for every job, e.g. --ray-address,auto")
     metrics_require_auth: bool = Field(
-        default=True, description="require a bearer token for /metrics; set false to let anyone who reaches the port scrape it")
+        default=True, description="require a bearer token for /metrics (an admin token sees every owner, others only "
+        "their own jobs); set false to let anyone who reaches the port scrape all of it")
     # Per-job machine resources are the operator's, not the client's: defaults and caps.
     default_workers: int | None = Field(default=None, ge=1, description="Ray actors per job when a request gives none (None: in-process)")
     max_workers: int = Field(default=0, ge=0, le=4096, description="most Ray actors a request may ask for (0: requests may not ask)")
@@ -195,6 +199,7 @@ class Settings(BaseSettings):
             source_roots=self._roots(policy.source_roots, self.source_roots),
             output_roots=self._roots(policy.output_roots, self.output_roots),
             max_jobs_in_flight=policy.max_jobs_in_flight or self.max_jobs_in_flight,
+            admin=policy.admin,
         )
 
     def authenticate(self, token: str | None) -> Principal | None:
@@ -210,7 +215,7 @@ class Settings(BaseSettings):
 
     def local_principal(self) -> Principal:
         """The principal used when auth is disabled for local use."""
-        return self.principal("local", TokenPolicy(name="local"))
+        return self.principal("local", TokenPolicy(name="local", admin=True))  # the only user there is
 
     def read_roots(self, principal: Principal) -> list[str]:
         """Roots a principal's weights may come from: its source roots plus the service's model roots."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 
 
@@ -31,15 +30,19 @@ def run_browse(args: argparse.Namespace) -> int:
 
     from genview.datastore.store import Store
     from genview.web.browse import create_browse_app
+    from genview.web.guards import is_loopback
+    from genview.web.store_view import empty_shards
 
-    if not Store(args.store).exists():
+    store = Store(args.store)
+    if not store.exists():
         raise FileNotFoundError(f"{args.store} holds no genview store (no genview.json)")
-    try:
-        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    # A damaged header is one line and exit 2 (StoreError), before a server starts that could only show it.
+    store.read_header()
+    for problem in empty_shards(store, frozenset(store.done_shards())).values():
+        print(f"genview browse: warning: {problem}: its sources have no images (`genview verify` reports it)",
+              file=sys.stderr)
+    if not is_loopback(args.host):
         print(f"genview browse: warning: serving {args.store} without a login on {args.host}", file=sys.stderr)
     print(f"genview browse: http://{args.host}:{args.port}/  ({args.store}, read-only; Ctrl-C to stop)", file=sys.stderr)
-    uvicorn.run(create_browse_app(args.store), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(create_browse_app(args.store, bind_host=args.host), host=args.host, port=args.port, log_level=args.log_level)
     return 0

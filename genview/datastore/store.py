@@ -104,7 +104,11 @@ class Store:
         if self._format_version is None:
             path = self.path(layout.SPEC_FILE)
             if self.fs.exists(path):
-                self._format_version = int(json.loads(self.fs.cat_file(path)).get("format_version", 1))
+                try:
+                    header = json.loads(self.fs.cat_file(path))
+                except (ValueError, UnicodeDecodeError):
+                    self.read_header()  # raises the one-line StoreError that names the damaged file
+                self._format_version = int(header.get("format_version", 1) if isinstance(header, dict) else 1)
             else:
                 return layout.FORMAT_VERSION
         return self._format_version
@@ -124,8 +128,11 @@ class Store:
         path = self.path(layout.SPEC_FILE)
         if not self.fs.exists(path):
             raise StoreError(f"{self.url} is not a genview store (no {layout.SPEC_FILE})")
-        header = json.loads(self.fs.cat_file(path))
-        if header.get("format") != layout.FORMAT_NAME:
+        try:
+            header = json.loads(self.fs.cat_file(path))
+        except (ValueError, UnicodeDecodeError) as exc:  # garbage, truncated or empty: say so in one line
+            raise StoreError(f"{path} is damaged: not valid JSON ({exc})") from None
+        if not isinstance(header, dict) or header.get("format") != layout.FORMAT_NAME:
             raise StoreError(f"{path} is not a genview store header")
         if header.get("format_version", 0) > layout.FORMAT_VERSION:
             raise StoreError(

@@ -11,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from genview import __version__
 from genview.datastore.store import StoreError
+from genview.web.guards import allowed_hosts_for, install_guard
 from genview.web.rendering import render, static_response
-from genview.web.store_view import PAGE_SIZES, SORTS, GridQuery, QueryError, StoreView
+from genview.web.store_view import EmptyShard, PAGE_SIZES, SORTS, GridQuery, QueryError, StoreView
 
 #: Responses of a read-only browser are never stored by proxies; images of done shards never change.
 IMAGE_CACHE = "private, max-age=86400, immutable"
@@ -30,8 +31,16 @@ def store_page_context(view: StoreView, params: dict[str, str]) -> dict:
         return {"ov": None, "grid": None, "error": str(exc), "sorts": SORTS, "page_sizes": PAGE_SIZES}
 
 
-def create_browse_app(url: str) -> FastAPI:
-    """A read-only app serving the pages of the store at `url` at / and its images at /img/SHARD/MEMBER."""
+def _as_is(value):
+    """`genview browse` shows paths as they are: its user named the store on their own machine."""
+    return value
+
+
+def create_browse_app(url: str, bind_host: str = "127.0.0.1") -> FastAPI:
+    """A read-only app serving the pages of the store at `url` at / and its images at /img/SHARD/MEMBER.
+
+    It has no login, so it answers only to loopback names and `bind_host` (DNS rebinding).
+    """
     view = StoreView(url)
 
     @contextlib.asynccontextmanager
@@ -43,7 +52,8 @@ def create_browse_app(url: str) -> FastAPI:
 
     def render_store_page(context: dict) -> str:
         return render("store_page.html", title=url, page_kind="store", dashboard=False, static_base="/static",
-                      home_url="/", base_url="/", img_url=lambda shard, member: f"/img/{shard}/{member}", **context)
+                      home_url="/", base_url="/", img_url=lambda shard, member: f"/img/{shard}/{member}",
+                      shown_path=_as_is, shown_text=_as_is, **context)
 
     app = FastAPI(title="genview store browser", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
@@ -57,6 +67,8 @@ def create_browse_app(url: str) -> FastAPI:
     async def image(shard: Annotated[int, Path(ge=0)], member: Annotated[str, Path(max_length=255)]) -> Response:
         try:
             data, mime = await run_in_threadpool(view.image, shard, member)
+        except EmptyShard as exc:
+            raise HTTPException(404, detail=exc.message) from None
         except KeyError:
             raise HTTPException(404, detail=f"shard {shard} has no member {member!r}") from None
         return Response(data, media_type=mime, headers={"Cache-Control": IMAGE_CACHE})
@@ -65,4 +77,5 @@ def create_browse_app(url: str) -> FastAPI:
     async def static(name: str) -> Response:
         return static_response(name)
 
+    install_guard(app, allowed_hosts=allowed_hosts_for(bind_host))
     return app

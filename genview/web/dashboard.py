@@ -21,7 +21,7 @@ from genview.api.schemas import TERMINAL, JobCreate
 from genview.web import signing
 from genview.web.browse import IMAGE_CACHE, store_page_context
 from genview.web.rendering import render, static_response
-from genview.web.store_view import StoreViews
+from genview.web.store_view import EmptyShard, StoreViews
 
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
 LOG_LINES = 30
@@ -132,7 +132,7 @@ def create_dashboard_router(tokens: list[str]) -> APIRouter:
         except Exception as exc:  # a Ray cluster that is away must not hide the rest of the page
             log_text = f"(log unavailable: {exc})"
         html = render("job_fragment.html", job=public, terminal=public.state.value in TERMINAL, eta=format_eta,
-                      spec_text=json.dumps(public.spec, indent=2, sort_keys=True), log_text=log_text)
+                      spec_text=json.dumps(public.spec, indent=2, sort_keys=True), log_text=ctx.paths.text(log_text))
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @router.get("/ui/jobs/{job_id}/store", response_class=HTMLResponse)
@@ -141,13 +141,16 @@ def create_dashboard_router(tokens: list[str]) -> APIRouter:
             job = service.get_job(session, principal, job_id)
             out, internal_id = job.out, job.id
         context = store_page_context(stores.get(out), dict(request.query_params))
+        if context["error"]:
+            context["error"] = ctx.paths.text(context["error"])
 
         def img_url(shard: int, member: str) -> str:
             # The service's own job id (client-chosen ids are per owner, not unique): the signature vouches for it.
             path = f"/ui/img/{quote(internal_id, safe='')}/{int(shard)}/{quote(member, safe='')}"
             return f"{path}?{signing.sign(key, path)}"
 
-        html = render("store_body.html", base_url=f"/jobs/{quote(job_id, safe='')}/store", img_url=img_url, **context)
+        html = render("store_body.html", base_url=f"/jobs/{quote(job_id, safe='')}/store", img_url=img_url,
+                      shown_path=ctx.paths.path, shown_text=ctx.paths.text, **context)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @router.get("/ui/img/{job_id}/{shard}/{member}")
@@ -163,6 +166,8 @@ def create_dashboard_router(tokens: list[str]) -> APIRouter:
             raise HTTPException(404, detail=f"no job {job_id!r}")
         try:
             data, mime = stores.get(out).image(shard, member)
+        except EmptyShard as exc:
+            raise HTTPException(404, detail=exc.message) from None
         except KeyError:
             raise HTTPException(404, detail=f"shard {shard} has no member {member!r}") from None
         return Response(data, media_type=mime, headers={"Cache-Control": IMAGE_CACHE})

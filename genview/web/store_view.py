@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import mimetypes
+import posixpath
 import threading
 import time
 from typing import Any, Mapping
@@ -14,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from genview.datastore import layout
 from genview.datastore.inspect import inspect_store
 from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
 from genview.datastore.store import Store, StoreError
@@ -24,6 +26,32 @@ PAGE_SIZES = (10, 20, 50, 100)
 HISTOGRAM_BINS = 20
 FAILURES_SHOWN = 200
 _GRID_COLUMNS = ["key", "source_id", "source_uri", "label", "shard", "view", "member", "similarity", "primary_weight", "secondary_id"]
+
+
+class EmptyShard(KeyError):
+    """An image was asked of a done shard whose tar is empty or missing; `message` says which."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def empty_shards(store: Store, done: frozenset[int]) -> dict[int, str]:
+    """Done shards whose tar is missing or 0 bytes -> what is wrong, from one listing of shards/."""
+    folder = store.path("shards")
+    try:
+        sizes = {posixpath.basename(entry["name"]): int(entry.get("size") or 0)
+                 for entry in store.fs.ls(folder, detail=True)}
+    except FileNotFoundError:
+        sizes = {}
+    problems = {}
+    for shard in sorted(done):
+        name = posixpath.basename(layout.shard_tar(store.root, shard))
+        if name not in sizes:
+            problems[shard] = f"shard {layout.shard_name(shard)}: its tar {name} is missing"
+        elif sizes[name] == 0:
+            problems[shard] = f"shard {layout.shard_name(shard)}: its tar {name} is empty (0 bytes)"
+    return problems
 
 
 class QueryError(ValueError):
@@ -129,6 +157,7 @@ class StoreView:
                 done = frozenset(self.store.done_shards())
                 if done != self._done or not self._state:
                     self._state = self._load()
+                    self._state["empty_shards"] = empty_shards(self.store, done)
                     self._done = done
                 self._checked_at = time.monotonic()  # only after a successful read: a missing store is asked again
             return self._state
@@ -159,6 +188,8 @@ class StoreView:
             "labels": state["labels"],
             "failures": failed.to_pylist(),
             "failures_total": state["failed"].num_rows,
+            # Shown at the top of the page: their sources have no images to show.
+            "empty_shards": list(state["empty_shards"].values()),
         }
 
     def grid(self, query: GridQuery) -> dict[str, Any]:
@@ -196,7 +227,8 @@ class StoreView:
             entry = by_source[source_id]
             entry["views"].sort(key=lambda view: view["view"])
             entry["worst"] = worst
-            members = self.members.sample_members(entry["shard"], entry["key"])
+            empty = state["empty_shards"].get(entry["shard"])
+            members = {} if empty else self.members.sample_members(entry["shard"], entry["key"])
             entry["source_member"] = next((name for suffix, name in members.items() if suffix.startswith("src.")), None)
             entry["secondary_member"] = next((name for suffix, name in members.items() if suffix.startswith("sec.")), None)
             sources.append(entry)
@@ -208,6 +240,9 @@ class StoreView:
             self._current()
             if shard not in (self._done or frozenset()):
                 raise KeyError(member)
+        problem = self._current()["empty_shards"].get(shard)
+        if problem is not None:
+            raise EmptyShard(problem)
         return self.members.read(shard, member), content_type(member)
 
 

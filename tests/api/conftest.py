@@ -16,6 +16,7 @@ TOKENS = {
     "alice": "alice-token-0123456789abcdef",
     "bob": "bob-token-0123456789abcdef",
     "fuzz": "fuzz-token-0123456789abcdef",
+    "ops": "ops-token-0123456789abcdef",  # an admin token: /metrics shows it every owner
 }
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -90,6 +91,11 @@ name = "fuzz"
 source_roots = ["fuzz"]
 output_roots = ["fuzz/out"]
 max_jobs_in_flight = 1
+
+[tokens."{TOKENS['ops']}"]
+name = "ops"
+admin = true
+max_jobs_in_flight = 1
 """)
     return {"base": base, "settings": settings, "weights": weights}
 
@@ -145,13 +151,18 @@ class PostgresServer:
             user = pwd.getpwnam("postgres")
             os.chown(self.folder, user.pw_uid, user.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "genview", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.folder} "
-                   "-c fsync=off -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w", "start")
+        self.resume()
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "genview", "genview")
         return self
 
+    def resume(self) -> None:
+        """Start the (initialised) server again on the same port: a database outage ends."""
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.folder} "
+                   "-c fsync=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w", "start")
+
     def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut, as in an outage)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def fresh_database(self, name: str) -> str:

@@ -130,6 +130,6 @@ def test_the_service_runs_jobs_with_postgres_records(postgres, api_base):
             assert job["state"] == "succeeded" and job["progress"]["views_written"] == 12
             time.sleep(0.1)
             metrics = alice.get("/metrics").text
-            assert 'genview_jobs{state="succeeded"}' in metrics
+            assert 'genview_jobs{owner="alice",state="succeeded"}' in metrics  # a token sees its own jobs
     finally:
         server.stop()

@@ -310,7 +310,8 @@ def test_auth_can_be_disabled_explicitly_for_local_use(tmp_path):
     from genview.api.app import create_app
 
     settings = load_settings(base_dir=str(tmp_path), auth_disabled=True, reconcile_interval=60)
-    with TestClient(create_app(settings)) as client:
+    # Without a login the service answers only to loopback names (TestClient's default Host is 'testserver').
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
         assert client.get("/v1/models").status_code == 200
         assert client.get("/v1/jobs").json()["total"] == 0
     secured = load_settings(base_dir=str(tmp_path), tokens="tok-x", reconcile_interval=60)

@@ -37,7 +37,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture()
 def page(browser):
-    """A fresh tab that records every JavaScript dialog (an alert would mean escaping failed)."""
+    """A fresh tab that records every JavaScript dialog (an alert would mean escaping failed) and CSP violation."""
     tab = browser.new_page()
     tab.dialogs = []
 
@@ -46,8 +46,15 @@ def page(browser):
         dialog.dismiss()
 
     tab.on("dialog", on_dialog)
+    # Every page is served with a strict Content-Security-Policy: anything it blocks (an inline style or
+    # script, a foreign image) is a broken page, reported by Chromium on the console.
+    tab.csp_violations = []
+    tab.on("console", lambda message: tab.csp_violations.append(message.text)
+           if "Content Security Policy" in message.text else None)
     yield tab
+    violations = list(tab.csp_violations)
     tab.close()
+    assert not violations, f"the page broke its Content-Security-Policy: {violations[:3]}"
 
 
 @pytest.fixture(scope="session")

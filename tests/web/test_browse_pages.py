@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from web_helpers import EVIL, Process, save_screenshot
+from web_helpers import EVIL, Process, save_screenshot, wait_until
 
 
 def _make_store(out, source, weights, **extra):
@@ -52,7 +52,7 @@ def test_overview_counts_weights_histogram_classes_failures(browse, page):
     # Every image on the page is served from its tar member and decodes in the browser.
     # (Lazy images: scroll so every one is requested, then wait for all to decode.)
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
-    page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_until(page, "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator("#grid img").count() == 12 * (1 + 1 + 3)  # source, secondary, 3 views
     page.evaluate("window.scrollTo(0, 0)")
     save_screenshot(page, "store-page.png")
@@ -117,7 +117,7 @@ def test_interpolated_store_shows_primary_secondary_and_weight(browse, page):
     alphas = row.locator(".alpha").all_text_contents()
     assert alphas == ["α 0.30", "α 0.70", "α 0.30"]
     row.locator("figure.secondary img").wait_for()
-    page.wait_for_function("document.querySelector('#grid figure.secondary img').naturalWidth > 0")
+    wait_until(page, "document.querySelector('#grid figure.secondary img').naturalWidth > 0")
 
 
 def test_bad_query_and_unknown_member_are_refused(browse):

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from web_helpers import EVIL, Process, save_screenshot
+from web_helpers import EVIL, Process, save_screenshot, wait_until
 
 ALICE = "alice-web-token-0123456789"
 BOB = "bob-web-token-0123456789"
@@ -160,7 +160,7 @@ def test_store_page_of_a_job_sort_filter_and_escaping(service, page):
     page.click("#store-link")
     page.wait_for_selector("#grid .row")
     assert "12 ok, 1 failed, 24 views" in page.locator("#store-counts").inner_text()
-    page.wait_for_function("[...document.querySelectorAll('#grid img')].slice(0, 6).every(i => i.complete && i.naturalWidth > 0)")
+    wait_until(page, "[...document.querySelectorAll('#grid img')].slice(0, 6).every(i => i.complete && i.naturalWidth > 0)")
     page.select_option("#f-sort", "worst")
     page.click("#f-apply")
     page.wait_for_selector("#grid .row")

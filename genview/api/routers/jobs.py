@@ -133,4 +133,4 @@ def job_logs(
     with ctx.sessions() as session:
         job = service.get_job(session, principal, job_id)
     text = ctx.executor.logs(job, tail) if (job.job_dir or job.external_id) else ""
-    return PlainTextResponse(text)
+    return PlainTextResponse(ctx.paths.text(text) if ctx.paths else text)
