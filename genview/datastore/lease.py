@@ -42,6 +42,32 @@ def lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _holder_gone(owner: str) -> bool:
+    """True when the lease's holder ran on this machine and its process no longer exists.
+
+    A rerun after a crash on the same machine then takes the shard at once instead of waiting for
+    the expiry; a holder on another machine can only be judged by its heartbeat.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a process of another user holds that pid: alive
+    return False
+
+
+def _on_local_disk(fs: fsspec.AbstractFileSystem) -> bool:
+    """Local paths, including subclasses of fsspec's local filesystem under another protocol name."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    return is_local(fs) or isinstance(fs, LocalFileSystem)
+
+
 def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return bool({"s3", "s3a"} & set(protocols))
@@ -54,8 +80,9 @@ def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> b
     conditional PutObject (If-None-Match: *), which S3 and moto's server refuse with 412 when the key
     exists. Other filesystems get no atomic primitive here: a clear error, not a silent race.
     """
-    if is_local(fs):
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    if _on_local_disk(fs):
+        path = fs._strip_protocol(path)
+        os.makedirs(posixpath.dirname(path), exist_ok=True)
         tmp = temp_name(path)
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -96,7 +123,7 @@ class ShardLeases:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if is_local(self.fs):
+        if _on_local_disk(self.fs):
             self.fs.makedirs(self.directory, exist_ok=True)
 
     # -- names ---------------------------------------------------------------------------------
@@ -138,7 +165,8 @@ class ShardLeases:
         else:
             latest = generations[-1]
             content = self.read(shard, latest)
-            if content is not None and float(content.get("expires", 0)) > time.time():
+            alive = content is not None and float(content.get("expires", 0)) > time.time()
+            if alive and not _holder_gone(str(content.get("owner", ""))):
                 return False  # alive (or just created and not readable yet: treated as alive next time)
             if content is None and time.time() - self._created_at(shard, latest) < self.expiry:
                 return False
