@@ -21,7 +21,11 @@ from genview.datastore.verify import verify_store
 from genview.synthetic_data import make_image_folder
 
 K = 2
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def env() -> dict[str, str]:
+    """This process's environment (read when a child starts: S3 tests set the endpoint at run time)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def command(source, out, weights, *extra: str, shard_size: int = 2, k: int = K) -> list[str]:
@@ -66,13 +70,13 @@ def twelve(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory, twelve, tiny_weights):
     out = tmp_path_factory.mktemp("lease-single") / "store"
-    run = subprocess.run(command(twelve, out, tiny_weights()), env=ENV, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command(twelve, out, tiny_weights()), env=env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     return out
 
 
 def run_concurrently(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
-    procs = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    procs = [subprocess.Popen(c, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
     results = []
     for proc, cmd in zip(procs, commands):
         out, err = proc.communicate(timeout=600)
@@ -114,7 +118,7 @@ def test_killed_holder_on_another_machine_is_taken_over_after_expiry(tmp_path, t
     source, out = tmp_path / "src", tmp_path / "store"
     make_image_folder(source, classes=2, per_class=4, size=64, seed=2)  # one shard of 8 sources
     slow = command(source, out, tiny_weights(), "--lease-seconds", "4", shard_size=8, k=24)
-    first = subprocess.Popen(slow, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(slow, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lease = out / "leases" / "000000.000000.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((out / "shards").glob(".000000.tar.*.tmp")):
@@ -128,7 +132,7 @@ def test_killed_holder_on_another_machine_is_taken_over_after_expiry(tmp_path, t
     lease.write_text(json.dumps({**content, "owner": "another-host:4242:abcd"}))
     left_at = content["expires"]
 
-    second = subprocess.run(command(source, out, tiny_weights(), shard_size=8, k=24), env=ENV,
+    second = subprocess.run(command(source, out, tiny_weights(), shard_size=8, k=24), env=env(),
                             capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert time.time() >= left_at  # it waited for the expiry before taking the shard
