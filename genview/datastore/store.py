@@ -185,7 +185,7 @@ class Store:
         genview.json records both (`num_sources` since stores could grow; `num_shards` always); an
         older header falls back to the Parquet footer: its row count and the shard column's maximum.
         """
-        header = self.read_header()
+        header = self.read_header() if self.exists() else {}  # a new store writes sources.parquet first
         if "num_sources" in header and "num_shards" in header:
             return int(header["num_sources"]), int(header["num_shards"])
         with self.fs.open(self.path(layout.SOURCES_FILE), "rb") as fh:

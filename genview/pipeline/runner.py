@@ -478,8 +478,11 @@ def repair(url: str, weights: str | None = None, progress: bool = True, **overri
 
     Returns the shards that were redone and the job summary.
     """
+    from genview.console_progress import progress_bar
+
     store = Store(url)
-    report = verify_store(url, require_complete=False)
+    with progress_bar(store.num_shards(), "repair: verify", "shards", enabled=progress) as bar:
+        report = verify_store(url, require_complete=False, on_shard=lambda _shard: bar.update(1))
     for shard in report.damaged:
         store.reset_shard(shard)  # marker first: the shard is simply not done any more
     for path in store.leftovers():
