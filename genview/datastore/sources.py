@@ -77,6 +77,29 @@ def _url(fs, path: str) -> str:
     return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
+#: Concurrent prefix listings when a folder on an object store is listed class folder by class folder.
+LISTING_THREADS = 16
+
+
+def _find_files(fs, root: str) -> list[str]:
+    """Every file under root. On an object store the top-level folders are listed concurrently.
+
+    One recursive listing of S3 is a single paginated stream (1,000 keys a request, one after the
+    other: 1,282 round trips for ImageNet); per-class prefixes listed side by side take a fraction.
+    """
+    if is_local(fs):
+        return fs.find(root)
+    from concurrent.futures import ThreadPoolExecutor
+
+    entries = fs.ls(root, detail=True)
+    files = [e["name"] for e in entries if e.get("type") != "directory"]
+    folders = [e["name"] for e in entries if e.get("type") == "directory"]
+    with ThreadPoolExecutor(max_workers=LISTING_THREADS, thread_name_prefix="genview-list") as pool:
+        for found in pool.map(fs.find, folders):
+            files.extend(found)
+    return files
+
+
 def _list_folder(fs, root: str) -> tuple[list[str], list[str | None], list[str]]:
     """List images under root recursively; label = first directory level, None for files at the root.
 
@@ -84,7 +107,7 @@ def _list_folder(fs, root: str) -> tuple[list[str], list[str | None], list[str]]
     and counted, so a user can see what was passed over.
     """
     uris, labels, skipped = [], [], []
-    for path in fs.find(root):
+    for path in _find_files(fs, root):
         rel = posixpath.relpath(path, root)
         parts = rel.split("/")
         if any(part.startswith(".") for part in parts) or not is_image_name(path):

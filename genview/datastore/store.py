@@ -52,14 +52,16 @@ def find_done_marker(fs: fsspec.AbstractFileSystem, root: str, shard: int) -> st
 _SHARD_DIRS = (layout.SHARDS_DIR, layout.MANIFEST_DIR, layout.STATS_DIR)
 
 
-def _list_prefix(fs: fsspec.AbstractFileSystem, directory: str, prefix: str) -> list[str]:
-    """Paths of the files directly in `directory` whose names start with `prefix`."""
+def _list_prefix(fs: fsspec.AbstractFileSystem, directory: str, prefix: str | tuple[str, ...]) -> list[str]:
+    """Paths of the files directly in `directory` whose names start with `prefix` (or one of several)."""
     if is_local(fs):
         try:
             with os.scandir(directory) as entries:
                 return [join(directory, e.name) for e in entries if e.name.startswith(prefix)]
         except FileNotFoundError:
             return []
+    if isinstance(prefix, tuple):
+        return [path for one in prefix for path in _list_prefix(fs, directory, one)]
     try:
         # s3fs, gcsfs and adlfs list a key prefix server-side; `directory/prefix` is not a folder.
         found = fs.find(directory, prefix=prefix, maxdepth=1)
@@ -268,9 +270,9 @@ class Store:
         name = layout.shard_name(shard)
         found = []
         for folder in _SHARD_DIRS:
-            directory = self.path(folder)
-            for prefix in (f".{name}.", f"._{name}."):  # v1 markers' final names start with `_`
-                found += [p for p in _list_prefix(self.fs, directory, prefix) if p.endswith(".tmp")]
+            # v1 markers' final names start with `_`
+            found += [p for p in _list_prefix(self.fs, self.path(folder), (f".{name}.", f"._{name}."))
+                      if p.endswith(".tmp")]
         return found
 
     def reset_shard(self, shard: int) -> None:
