@@ -22,6 +22,7 @@ jobs    A SQLite job database with N finished jobs of one owner (migrations appl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -55,8 +56,10 @@ def build_store(folder: Path, shards: int, shard_size: int) -> tuple[str, str, s
     seed_list = folder / "seed.txt"
     seed_list.write_text("".join(f"images/class_{i // 4:02d}/img_{i % 4:04d}.jpg\n" for i in range(8)))
     out = folder / "store"
-    assert cli(["generate", str(seed_list), "--model", "icgan", "--weights", str(weights), "--out", str(out), "--k", "2",
-                "--shard-size", "8", "--device", "cpu", "--no-progress"]) == 0  # one real shard
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the figures only
+        code = cli(["generate", str(seed_list), "--model", "icgan", "--weights", str(weights), "--out", str(out), "--k", "2",
+                    "--shard-size", "8", "--device", "cpu", "--no-progress"])  # one real shard
+    assert code == 0
     # Every shard number gets shard 0's tar, manifest (shard column patched) and marker (shard patched).
     import pyarrow.parquet as pq
 

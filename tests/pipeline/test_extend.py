@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from genview.cli.main import main as cli
+from genview.datastore.inspect import inspect_store
 from genview.datastore.store import Store
 from genview.datastore.verify import verify_store
 from genview.synthetic_data import make_image_folder
@@ -72,6 +73,7 @@ def test_grown_folder_is_refused_then_extended(tmp_path, tiny_weights, capsys):
     manifest = Store(str(out)).manifest()
     assert sorted(set(manifest.column("shard").to_pylist())) == [0, 1, 2, 3, 4, 5]
     assert len(StoreIndex(str(out)).shards) == 6  # the trainer client sees the new shards
+    assert inspect_store(str(out))["shards"] == {"planned": 6, "done": 6}
     assert cli(["verify", str(out)]) == 0
 
     capsys.readouterr()
