@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import json
 import os
 import posixpath
@@ -16,12 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from genview.datastore import layout
-from genview.datastore.fs import canonical_url
+from genview.datastore.fs import canonical_url, open_url
 from genview.datastore.pairing import choose_secondaries
 from genview.datastore.extend import extension_rows, listing_change, shard_pattern_facts
 from genview.datastore.lease import ShardLeases
 from genview.datastore.shard_rows import ShardRows
-from genview.datastore.sources import (SourceListing, assign_shards, class_conditional_label_indices, listing_digest,
+from genview.datastore.sources import (LIST_FILE_SUFFIXES, SourceListing, assign_shards, class_conditional_label_indices, listing_digest,
                                        scan_sources)
 from genview.datastore.store import Store, StoreError, spec_differences
 from genview.datastore.verify import quick_check_shard, verify_store
@@ -179,6 +180,7 @@ def _plan(spec: GenerateSpec, listing: SourceListing | None = None) -> tuple[pa.
     num_shards = int(pc.max(sources.column("shard")).as_py()) + 1
     facts = {
         "listing": listing.digest,
+        "source_file": list_file_fingerprint(spec.source),
         "skipped_files": {"count": len(listing.skipped), "first": listing.skipped[:SKIPPED_LISTED]},
         **shard_pattern_facts(sources.num_rows, num_shards),
     }
@@ -195,14 +197,33 @@ def _scan(spec: GenerateSpec) -> SourceListing:
     return listing
 
 
+def list_file_fingerprint(source: str) -> dict[str, Any] | None:
+    """Size and sha256 of a list-file source (None for a folder): a rerun with the same bytes need not list it."""
+    fs, path = open_url(source)
+    if not path.lower().endswith(LIST_FILE_SUFFIXES) or not fs.isfile(path):
+        return None
+    sha = hashlib.sha256()
+    size = 0
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            sha.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": sha.hexdigest()}
+
+
 def _check_listing(store: Store, spec: GenerateSpec, header: dict[str, Any], extend: bool) -> None:
     """Compare the source as it lists now with the store's frozen listing; refuse a change, or extend.
 
     The cheap test first: the listing's count and digest against those genview.json recorded. Only
     when they differ are the uris compared (to count what was added and removed).
     """
+    fingerprint = list_file_fingerprint(spec.source)
+    if fingerprint is not None and header.get("source_file") == fingerprint:
+        return  # the same list file, byte for byte: it lists the same images (no need to list them again)
     listing = _scan(spec)
     if header.get("listing") == listing.digest:
+        if fingerprint is not None:
+            store.update_header({"source_file": fingerprint})  # e.g. a store made before fingerprints
         return
     frozen = store.read_sources_columns(["source_id", "uri", "label", "label_index", "shard"])
     change = listing_change(frozen.column("uri"), listing.table)
@@ -240,7 +261,7 @@ def _check_listing(store: Store, spec: GenerateSpec, header: dict[str, Any], ext
         added_shards, num_sources = 0, frozen.num_rows
     extensions.append({"added": change.added.num_rows, "removed": change.removed, "first_shard": num_shards - added_shards,
                        "shards": added_shards})
-    store.update_header({"listing": listing.digest, "extensions": extensions,
+    store.update_header({"listing": listing.digest, "extensions": extensions, "source_file": fingerprint,
                          **shard_pattern_facts(num_sources, num_shards)})
     print(f"genview: extending {spec.out}: {what}; {added_shards} new shard(s) from "
           f"{layout.shard_name(num_shards - added_shards)}"

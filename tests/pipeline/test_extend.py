@@ -88,3 +88,17 @@ def test_grown_folder_is_refused_then_extended(tmp_path, tiny_weights, capsys):
     assert "the 1 removed image(s) stay in the store" in capsys.readouterr().err
     assert digests(out) == after
     assert verify_store(str(out)).ok
+
+
+def test_a_list_file_that_grew_is_refused_then_extended(tmp_path, image_folder, tiny_weights, capsys):
+    lines = sorted(str(p) for p in Path(image_folder).rglob("*.jpg"))
+    listing, out = tmp_path / "list.txt", tmp_path / "store"
+    listing.write_text("\n".join(lines[:9]) + "\n")
+    assert generate(listing, out, tiny_weights()) == 0
+    assert json.loads((out / "genview.json").read_text())["source_file"]["size"] == listing.stat().st_size
+    listing.write_text("\n".join(lines) + "\n")  # 3 more lines: the fingerprint differs, the listing is compared
+    capsys.readouterr()
+    assert generate(listing, out, tiny_weights()) == 2
+    assert "3 image(s) added, 0 removed" in capsys.readouterr().err
+    assert generate(listing, out, tiny_weights(), "--extend") == 0
+    assert verify_store(str(out)).shards_done == 4
