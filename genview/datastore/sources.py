@@ -81,22 +81,31 @@ def _url(fs, path: str) -> str:
 LISTING_THREADS = 16
 
 
-def _find_files(fs, root: str) -> list[str]:
-    """Every file under root. On an object store the top-level folders are listed concurrently.
+#: A folder with at least this many top-level folders is listed with progress (class folder by class folder).
+LISTING_PROGRESS_FOLDERS = 100
 
-    One recursive listing of S3 is a single paginated stream (1,000 keys a request, one after the
-    other: 1,282 round trips for ImageNet); per-class prefixes listed side by side take a fraction.
+
+def _find_files(fs, root: str) -> list[str]:
+    """Every file under root, listed top-level folder by folder (with progress when there are many).
+
+    On an object store the folders are listed concurrently: one recursive listing of S3 is a single
+    paginated stream (1,000 keys a request, one after the other: 1,282 round trips for ImageNet),
+    per-class prefixes listed side by side take a fraction of that.
     """
-    if is_local(fs):
-        return fs.find(root)
     from concurrent.futures import ThreadPoolExecutor
+
+    from genview.console_progress import progress_bar
 
     entries = fs.ls(root, detail=True)
     files = [e["name"] for e in entries if e.get("type") != "directory"]
     folders = [e["name"] for e in entries if e.get("type") == "directory"]
-    with ThreadPoolExecutor(max_workers=LISTING_THREADS, thread_name_prefix="genview-list") as pool:
+    threads = 1 if is_local(fs) else LISTING_THREADS
+    with progress_bar(len(folders), f"listing {root}", "folders",
+                      enabled=len(folders) >= LISTING_PROGRESS_FOLDERS) as bar, \
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="genview-list") as pool:
         for found in pool.map(fs.find, folders):
             files.extend(found)
+            bar.update(1)
     return files
 
 
