@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -79,8 +78,8 @@ def build_store(folder: Path, shards: int, shard_size: int) -> tuple[str, str, s
     listing = folder / "list.txt"
     with open(listing, "w") as fh:
         for i in range(total):
-            fh.write(f"images/class_{i % 2:02d}/x{i:08d}.jpg\n")
-    uris = [str(folder / f"images/class_{i % 2:02d}/x{i:08d}.jpg") for i in range(total)]
+            fh.write(f"images/class_{i * 2 // total:02d}/x{i:08d}.jpg\n")
+    uris = [str(folder / f"images/class_{i * 2 // total:02d}/x{i:08d}.jpg") for i in range(total)]
     labels = [None] * total
     table = pa.table({"source_id": pa.array(range(total), pa.int64()), "uri": uris, "label": pa.array(labels, pa.string()),
                       "label_index": pa.array(labels, pa.int32()),
@@ -269,7 +268,6 @@ def main() -> None:
         bench_plan(args.sources)
     if args.part in ("jobs", "all"):
         bench_jobs(args.jobs)
-    print(f"(peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
 
 
 if __name__ == "__main__":
