@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from .conftest import LiveServer
 
 from genview.api.db import init_db, make_engine
@@ -51,3 +52,28 @@ def test_cursor_pages_walk_every_job_once_newest_first(tmp_path, api_base):
 
 def page_cursor_of(client) -> str:
     return client.get("/v1/jobs", params={"limit": 1}).json()["next_cursor"]
+
+
+def test_cursor_pages_on_postgresql(postgres):
+    """The keyset comparison (created_at, public_id) < (..) and migration 0003 on PostgreSQL."""
+    from genview.api import service
+    from genview.api.settings import Principal
+
+    engine = make_engine(postgres.fresh_database("pages"))
+    init_db(engine)
+    add_finished_jobs(engine, "alice", 250)
+    alice = Principal(name="alice", source_roots=[], output_roots=[], max_jobs_in_flight=1)
+    with engine.connect() as connection:
+        names = {row[0] for row in connection.execute(sa.text("SELECT indexname FROM pg_indexes WHERE tablename = 'genview_jobs'"))}
+    assert "ix_genview_jobs_owner_created_id" in names
+    sessions = sa.orm.sessionmaker(engine, expire_on_commit=False)
+    seen, after = [], None
+    while True:
+        with sessions() as session:
+            jobs, total = service.list_jobs(session, alice, None, 100, after=after)
+        seen += [job.public_id for job in jobs]
+        if len(jobs) < 100:
+            break
+        after = service.parse_cursor(service.page_cursor(jobs[-1]))
+    assert total == 250 and seen == [f"job-{i:07d}" for i in reversed(range(250))]
+    engine.dispose()
