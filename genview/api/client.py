@@ -133,20 +133,25 @@ class GenViewClient:
         """A job's state and progress."""
         return JobPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}").json())
 
-    def list(self, state: JobState | str | None = None, limit: int = 50, offset: int = 0) -> JobList:
-        """One page of your jobs, newest first."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
+    def list(self, state: JobState | str | None = None, limit: int = 50, offset: int = 0,
+             cursor: str | None = None) -> JobList:
+        """One page of your jobs, newest first (`cursor`: the previous page's next_cursor)."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        else:
+            params["offset"] = offset
         if state is not None:
             params["state"] = JobState(state).value
         return JobList.model_validate(self._request("GET", "/v1/jobs", params=params).json())
 
     def iter_jobs(self, state: JobState | str | None = None, page_size: int = 100) -> Iterator[JobPublic]:
-        """Every job of yours, following pages."""
-        offset: int | None = 0
-        while offset is not None:
-            page = self.list(state, limit=page_size, offset=offset)
+        """Every job of yours, following keyset pages."""
+        page = self.list(state, limit=page_size)
+        yield from page.items
+        while page.next_cursor is not None:
+            page = self.list(state, limit=page_size, cursor=page.next_cursor)
             yield from page.items
-            offset = page.next_offset
 
     def cancel(self, job_id: str) -> JobPublic:
         """Cancel a job; done shards stay in the store."""

@@ -50,6 +50,8 @@ class Job(Base):
         # Every submit counts the owner's jobs in flight and looks for a job writing the same store.
         Index("ix_genview_jobs_owner_state", "owner", "state"),
         Index("ix_genview_jobs_out_state", "out", "state"),
+        # The job list pages newest first by keyset (created_at, public_id) within an owner (migration 0003).
+        Index("ix_genview_jobs_owner_created_id", "owner", "created_at", "public_id"),
     )
 
     #: The service's own id (job folders, Ray submission ids); never chosen by a client.

@@ -61,9 +61,8 @@ class ProgressReader:
         """Read the plan once and every done marker not read yet."""
         store = Store(out)
         if state.sources_total is None and store.fs.exists(store.path(layout.SOURCES_FILE)):
-            shards = store.read_sources().column("shard")
-            state.sources_total = len(shards)
-            state.shards_total = (max(shards.to_pylist()) + 1) if len(shards) else 0
+            # Counts only (genview.json, else the Parquet footer): never the listing's rows.
+            state.sources_total, state.shards_total = store.plan_size()
         state.live = read_live(store)
         version = store.format_version
         markers_dir = store.path(layout.markers_dir(version))
@@ -202,7 +201,7 @@ def store_complete(out: str) -> bool:
         store = Store(out)
         if not store.exists():
             return False
-        planned = set(store.read_sources().column("shard").to_pylist())
+        planned = set(range(store.num_shards()))  # shards are numbered 0..N-1, extensions included
         return bool(planned) and planned <= store.done_shards()
     except (OSError, ValueError):
         return False

@@ -199,7 +199,8 @@ class JobList(BaseModel):
     total: int = Field(description="jobs matching the filter")
     limit: int
     offset: int
-    next_offset: int | None = Field(description="offset of the next page, None on the last page")
+    next_offset: int | None = Field(description="offset of the next page, None on the last page (offset paging only)")
+    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; None on the last page")
 
 
 class ModelInfo(BaseModel):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import uuid
 from typing import Any
 
 from fastapi import HTTPException, status
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -181,16 +183,44 @@ def get_job(session: Session, principal: Principal, job_id: str) -> Job:
     return job
 
 
-def list_jobs(session: Session, principal: Principal, state: JobState | None, limit: int, offset: int) -> tuple[list[Job], int]:
-    """A page of the caller's jobs, newest first, and how many match."""
+def page_cursor(job: Job) -> str:
+    """The opaque cursor that continues a job list after `job` (its created time and id, base64url)."""
+    raw = json.dumps([job.created_at.isoformat(), job.public_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    """Inverse of `page_cursor`; 422 for anything that is not one."""
+    try:
+        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        when = dt.datetime.fromisoformat(created)
+        if when.tzinfo is None or not isinstance(job_id, str):
+            raise ValueError(cursor)
+        return when, job_id
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                            detail="cursor is not a cursor this service gave (use next_cursor of the previous page)") from None
+
+
+def list_jobs(session: Session, principal: Principal, state: JobState | None, limit: int, offset: int = 0,
+              after: tuple[dt.datetime, str] | None = None) -> tuple[list[Job], int]:
+    """A page of the caller's jobs, newest first, and how many match.
+
+    `after` = (created_at, public_id) of the last job of the previous page: a keyset page, read
+    from the (owner, created_at, public_id) index wherever it falls. `offset` (older clients)
+    skips rows, which costs the rows skipped.
+    """
     where = [Job.owner == principal.name]
     if state is not None:
         where.append(Job.state == state.value)
     total = session.scalar(select(func.count()).select_from(Job).where(*where))
-    jobs = session.scalars(
-        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-    ).all()
-    return list(jobs), int(total or 0)
+    if after is not None:
+        where.append(tuple_(Job.created_at, Job.public_id) < tuple_(bindparam("after_created", after[0], type_=Job.created_at.type),
+                                                                   bindparam("after_id", after[1])))
+    query = select(Job).where(*where).order_by(Job.created_at.desc(), Job.public_id.desc()).limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return list(session.scalars(query).all()), int(total or 0)
 
 
 def cancel_job(ctx: AppContext, session: Session, principal: Principal, job_id: str) -> Job:

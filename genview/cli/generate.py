@@ -21,6 +21,8 @@ examples:
   genview generate s3://bucket/imagenet --out s3://bucket/views --model icgan --weights /ckpt/icgan --ray-address auto
 
 Rerunning the same command resumes: shards with a done marker are kept, the others are redone.
+Several processes may run the same command on one store (machines, a Slurm array): they share the
+shards through leases. A source folder that gained images is refused unless --extend is given.
 """
 
 
@@ -145,6 +147,17 @@ def add_parsers(sub, formatter) -> None:
                    help="Ray worker actors (default: one per GPU of the cluster); without --ray-address, "
                    "starts a local Ray instance with N worker processes on this machine")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store at --out and start over")
+    p.add_argument("--extend", action="store_true", default=None,
+                   help="the source gained images since the store was made: make their views as new shards after the "
+                   "existing ones (done shards are never rewritten; images removed from the source stay in the store). "
+                   "Without it a changed source is refused with the counts added and removed")
+    p.add_argument("--shards", metavar="I/N",
+                   help="make only the shards whose number %% N == I, e.g. a Slurm array: "
+                   "--shards $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (array 0-(N-1)). Without it, any number of "
+                   "processes running the same command share the shards through leases")
+    p.add_argument("--lease-seconds", type=float, metavar="S",
+                   help="a process that has not renewed its shard lease for S seconds is taken for dead and its shard "
+                   "is taken over (default: 300)")
     p.add_argument("--check-hashes", action="store_true",
                    help="on a rerun, check each done shard's sha256 against its marker (reads every tar) before "
                    "trusting it; without it only size and member count are checked. Damaged shards are redone")
@@ -158,7 +171,7 @@ def add_parsers(sub, formatter) -> None:
 FLAG_FIELDS = (
     "recipe", "model", "weights", "encoder_weights", "k", "seed", "shard_size", "batch_size", "device", "view_size",
     "format", "quality", "best_of", "store_embeddings", "source_copy", "source_size", "interpolate", "alphas", "pair_across", "interpolation",
-    "io_threads", "threads", "exact", "ray_address", "workers",
+    "io_threads", "threads", "exact", "ray_address", "workers", "extend", "shards", "lease_seconds",
 )
 
 

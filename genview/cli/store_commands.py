@@ -31,6 +31,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--weights", help="with --repair: the model weights, when they are no longer where the store recorded them")
     p.add_argument("--encoder-weights", help="with --repair: the condition-encoder checkpoint, when not inside --weights")
     p.add_argument("--device", help="with --repair: device to regenerate on (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (or lines) on stderr")
     p.set_defaults(handler=run_verify)
 
     p = sub.add_parser(
@@ -78,6 +79,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("store", help="store URL or folder to copy")
     p.add_argument("--to", required=True, dest="dest", help="local folder to copy into")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="copy without checking shards")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (or lines) on stderr")
     p.set_defaults(handler=run_pull)
 
 
@@ -89,12 +91,26 @@ def run_verify(args: argparse.Namespace) -> int:
         from genview.pipeline.runner import repair
 
         overrides = {name: value for name, value in (("encoder_weights", args.encoder_weights), ("device", args.device)) if value}
-        redone, summary = repair(args.store, weights=args.weights, **overrides)
+        redone, summary = repair(args.store, weights=args.weights, progress=not args.no_progress, **overrides)
         print(f"repair: {len(redone)} damaged shard(s) redone" + (f": {', '.join(map(str, redone))}" if redone else ""))
         print(summary)
-    report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete, sha256=not args.no_sha256)
+    with shard_progress(args.store, "verify", enabled=not args.no_progress) as bar:
+        report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete,
+                              sha256=not args.no_sha256, on_shard=lambda _shard: bar.update(1))
     print(report)
     return 0 if report.ok else 1
+
+
+def shard_progress(url: str, desc: str, enabled: bool = True):
+    """A progress bar over a store's planned shards (counted from genview.json, no listing read)."""
+    from genview.console_progress import progress_bar
+    from genview.datastore.store import Store, StoreError
+
+    try:
+        total = Store(url).num_shards()
+    except (StoreError, OSError, ValueError):
+        total = None  # not a store: the verb itself says so
+    return progress_bar(total, desc, "shards", enabled=enabled)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -128,7 +144,20 @@ def run_pull(args: argparse.Namespace) -> int:
     """Run `genview pull`."""
     from genview.trainer_client.pull import pull_store
 
-    report = pull_store(args.store, args.dest, verify=args.verify)
+    from genview.console_progress import progress_bar
+
+    bars = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(progress_bar(total, "pull", "shards", enabled=not args.no_progress))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        report = pull_store(args.store, args.dest, verify=args.verify, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     print(f"{args.store} -> {args.dest}: {len(report.shards_copied)} shards copied, {len(report.shards_skipped)} already there, "
           f"{report.bytes_copied / 1e6:.1f} MB, verified={report.verified}")
     return 0

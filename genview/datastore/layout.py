@@ -17,6 +17,8 @@ STATS_DIR = "stats"
 QUALITY_DIR = "quality"
 #: Progress of the shards a running job has not committed yet (written only while it runs, e.g. by service jobs).
 LIVE_PROGRESS_FILE = "_progress.json"
+#: Shard leases of running jobs (one small json per shard being made; see datastore/lease.py).
+LEASES_DIR = "leases"
 KEY_WIDTH = 10
 SHARD_WIDTH = 6
 

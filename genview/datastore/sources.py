@@ -79,6 +79,38 @@ def _url(fs, path: str) -> str:
     return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
+#: Concurrent prefix listings when a folder on an object store is listed class folder by class folder.
+LISTING_THREADS = 16
+
+
+#: A folder with at least this many top-level folders is listed with progress (class folder by class folder).
+LISTING_PROGRESS_FOLDERS = 100
+
+
+def _find_files(fs, root: str) -> list[str]:
+    """Every file under root, listed top-level folder by folder (with progress when there are many).
+
+    On an object store the folders are listed concurrently: one recursive listing of S3 is a single
+    paginated stream (1,000 keys a request, one after the other: 1,282 round trips for ImageNet),
+    per-class prefixes listed side by side take a fraction of that.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from genview.console_progress import progress_bar
+
+    entries = fs.ls(root, detail=True)
+    files = [e["name"] for e in entries if e.get("type") != "directory"]
+    folders = [e["name"] for e in entries if e.get("type") == "directory"]
+    threads = 1 if is_local(fs) else LISTING_THREADS
+    with progress_bar(len(folders), f"listing {root}", "folders",
+                      enabled=len(folders) >= LISTING_PROGRESS_FOLDERS) as bar, \
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="genview-list") as pool:
+        for found in pool.map(fs.find, folders):
+            files.extend(found)
+            bar.update(1)
+    return files
+
+
 def _list_folder(fs, root: str) -> tuple[list[str], list[str | None], list[str]]:
     """List images under root recursively; label = first directory level, None for files at the root.
 
@@ -86,7 +118,7 @@ def _list_folder(fs, root: str) -> tuple[list[str], list[str | None], list[str]]
     and counted, so a user can see what was passed over.
     """
     uris, labels, skipped = [], [], []
-    for path in fs.find(root):
+    for path in _find_files(fs, root):
         rel = posixpath.relpath(path, root)
         parts = rel.split("/")
         if any(part.startswith(".") for part in parts) or not is_image_name(path):

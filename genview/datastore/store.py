@@ -6,6 +6,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import os
 import posixpath
 from typing import Any
 
@@ -51,6 +52,26 @@ def find_done_marker(fs: fsspec.AbstractFileSystem, root: str, shard: int) -> st
 
 #: Folders that hold per-shard parts (stats/ only exists from format v2 on).
 _SHARD_DIRS = (layout.SHARDS_DIR, layout.MANIFEST_DIR, layout.STATS_DIR)
+
+
+def _list_prefix(fs: fsspec.AbstractFileSystem, directory: str, prefix: str | tuple[str, ...]) -> list[str]:
+    """Paths of the files directly in `directory` whose names start with `prefix` (or one of several)."""
+    if is_local(fs):
+        try:
+            with os.scandir(directory) as entries:
+                return [join(directory, e.name) for e in entries if e.name.startswith(prefix)]
+        except FileNotFoundError:
+            return []
+    if isinstance(prefix, tuple):
+        return [path for one in prefix for path in _list_prefix(fs, directory, one)]
+    try:
+        # s3fs, gcsfs and adlfs list a key prefix server-side; `directory/prefix` is not a folder.
+        found = fs.find(directory, prefix=prefix, maxdepth=1)
+    except TypeError:  # a filesystem without server-side prefixes
+        fs.invalidate_cache(directory)
+        found = [p for p in (fs.ls(directory, detail=False) if fs.exists(directory) else [])
+                 if posixpath.basename(p).startswith(prefix)]
+    return [p for p in found if posixpath.basename(p).startswith(prefix)]
 
 
 class StoreError(RuntimeError):
@@ -169,19 +190,27 @@ class Store:
         write_atomic(self.fs, self.path(layout.SPEC_FILE), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
         self._spec_digest = None
 
+    def update_header(self, facts: dict[str, Any]) -> None:
+        """Rewrite genview.json with some run facts replaced (e.g. the shard count after an extension)."""
+        header = self.read_header()
+        header.update(facts)
+        write_atomic(self.fs, self.path(layout.SPEC_FILE), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
+
     def clear(self) -> None:
         """Delete every store part (for --overwrite); other files in the folder are left alone."""
-        for name in (layout.SPEC_FILE, layout.SOURCES_FILE, *_SHARD_DIRS, layout.QUALITY_DIR):
+        for name in (layout.SPEC_FILE, layout.SOURCES_FILE, *_SHARD_DIRS, layout.QUALITY_DIR, layout.LEASES_DIR):
             path = self.path(name)
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
         self._format_version = None
 
     # -- sources ---------------------------------------------------------------------------
-    def write_sources(self, table: pa.Table) -> None:
-        """Freeze the source listing into sources.parquet."""
+    def write_sources(self, table: pa.Table, shard_size: int | None = None) -> None:
+        """Freeze the source listing into sources.parquet (row groups of whole shards when `shard_size` is given)."""
+        from genview.datastore.shard_rows import row_group_size
+
         buffer = io.BytesIO()
-        pq.write_table(table, buffer)
+        pq.write_table(table, buffer, row_group_size=row_group_size(shard_size) if shard_size else None)
         write_atomic(self.fs, self.path(layout.SOURCES_FILE), buffer.getvalue())
 
     def read_sources(self) -> pa.Table:
@@ -189,9 +218,34 @@ class Store:
         return read_parquet(self.fs, self.path(layout.SOURCES_FILE))
 
     def num_shards(self) -> int:
-        """Return how many shards the plan has."""
-        shards = self.read_sources().column("shard").to_pylist()
-        return max(shards) + 1 if shards else 0
+        """Return how many shards the plan has (from genview.json, else sources.parquet's footer: no rows read)."""
+        return self.plan_size()[1]
+
+    def plan_size(self) -> tuple[int, int]:
+        """Return (sources, shards) of the plan without reading sources.parquet's rows.
+
+        genview.json records both (`num_sources` since stores could grow; `num_shards` always); an
+        older header falls back to the Parquet footer: its row count and the shard column's maximum.
+        """
+        header = self.read_header() if self.exists() else {}  # a new store writes sources.parquet first
+        if "num_sources" in header and "num_shards" in header:
+            return int(header["num_sources"]), int(header["num_shards"])
+        with self.fs.open(self.path(layout.SOURCES_FILE), "rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+            column = meta.schema.to_arrow_schema().get_field_index("shard")
+            highest = -1
+            for group in range(meta.num_row_groups):
+                stats = meta.row_group(group).column(column).statistics
+                if stats is None or not stats.has_min_max:
+                    # No statistics (a writer that skipped them): read the one column.
+                    shards = self.read_sources_columns(["shard"]).column("shard")
+                    return meta.num_rows, (pc.max(shards).as_py() + 1) if len(shards) else 0
+                highest = max(highest, int(stats.max))
+            return meta.num_rows, highest + 1
+
+    def read_sources_columns(self, columns: list[str]) -> pa.Table:
+        """Return some columns of the frozen listing (only those are decoded)."""
+        return read_parquet(self.fs, self.path(layout.SOURCES_FILE), columns=columns)
 
     # -- shards ----------------------------------------------------------------------------
     def prepare_dirs(self) -> None:
@@ -253,16 +307,33 @@ class Store:
                         found.append(path)
         return found
 
+    def shard_leftovers(self, shard: int) -> list[str]:
+        """Return one shard's temporary files, looking only under its own name prefix.
+
+        `leftovers(shard)` lists whole folders; at every shard start that is shards x files per
+        job. Here a local folder is scanned in C (no stat per file) and an object store is asked
+        for the shard's key prefix only (one request whatever the store's size).
+        """
+        name = layout.shard_name(shard)
+        found = []
+        for folder in _SHARD_DIRS:
+            # v1 markers' final names start with `_`
+            found += [p for p in _list_prefix(self.fs, self.path(folder), (f".{name}.", f"._{name}."))
+                      if p.endswith(".tmp")]
+        return found
+
     def reset_shard(self, shard: int) -> None:
         """Remove every trace of a shard (tar, manifest, marker, temp files) so it is redone from scratch."""
         # The marker goes first: a crash half-way through leaves a shard that is not done, never a
         # marker that vouches for a missing tar.
         paths = [self.marker_path(shard), layout.shard_tar(self.root, shard), layout.shard_manifest(self.root, shard)]
-        for path in paths + self.leftovers(shard):
+        for path in paths + self.shard_leftovers(shard):
             if is_local(self.fs) and confinement.remove(path):
                 continue  # removed at its folder opened under the job's output roots
-            if self.fs.exists(path):
+            try:
                 self.fs.rm(path)
+            except FileNotFoundError:
+                continue  # another cleaner got there first
 
     def manifest(self, columns: list[str] | None = None) -> pa.Table:
         """Return the manifest of all done shards as one table, in the current format's columns.

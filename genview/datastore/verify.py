@@ -6,6 +6,7 @@ import dataclasses
 import posixpath
 import re
 from collections import defaultdict
+from typing import Callable
 
 from genview.datastore import layout
 from genview.datastore.fs import is_local
@@ -110,8 +111,12 @@ def foreign_files(store: Store) -> list[str]:
     return found
 
 
-def verify_store(url: str, decode: bool = False, require_complete: bool = True, sha256: bool = True) -> VerifyReport:
-    """Check a whole store; `decode=True` also decodes every view; `sha256=False` skips the tar digests (faster)."""
+def verify_store(url: str, decode: bool = False, require_complete: bool = True, sha256: bool = True,
+                 on_shard: Callable[[int], None] | None = None) -> VerifyReport:
+    """Check a whole store; `decode=True` also decodes every view; `sha256=False` skips the tar digests (faster).
+
+    `on_shard(shard)` is called as each planned shard has been looked at (progress of a long verify).
+    """
     store = Store(url)
     report = VerifyReport()
     try:
@@ -130,7 +135,11 @@ def verify_store(url: str, decode: bool = False, require_complete: bool = True, 
     report.shards_done = len(done & set(planned))
     for shard in sorted(done - set(planned)):
         report.problems.append(f"shard {layout.shard_name(shard)} has a done marker but is not in the plan")
+    previous = None
     for shard in sorted(planned):
+        if on_shard is not None and previous is not None:
+            on_shard(previous)  # reported as the next one starts: the loop body `continue`s on some problems
+        previous = shard
         if shard in done:
             try:
                 stats = store.read_stats(shard)
@@ -153,6 +162,8 @@ def verify_store(url: str, decode: bool = False, require_complete: bool = True, 
             if store.fs.exists(layout.shard_tar(store.root, shard)):
                 report.problems.append(f"shard {layout.shard_name(shard)}: tar present without a done marker")
     report.problems += [f"foreign file {path}: not written by genview (move it out of the store)" for path in foreign_files(store)]
+    if on_shard is not None and previous is not None:
+        on_shard(previous)
     leftovers = store.leftovers()
     for path in leftovers:
         report.problems.append(f"temporary file left by an interrupted write: {path}")

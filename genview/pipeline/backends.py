@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
+from genview.datastore.shard_rows import ShardRows
 from genview.datastore.store import Store
 from genview.generator.base import ViewGenerator, WeightsInfo
 from genview.pipeline.progress import JobProgress
@@ -16,12 +17,14 @@ from genview.pipeline.spec import GenerateSpec, usable_cpus
 
 @dataclasses.dataclass
 class ShardPlan:
-    """The shards still to make: shard number -> its sources.parquet rows."""
+    """The shards still to make: shard number -> its sources.parquet rows (or a reference the worker reads)."""
 
     store: Store
     spec: GenerateSpec
     settings: ViewSettings
-    shards: dict[int, list[dict[str, Any]]]
+    shards: "dict[int, list[dict[str, Any]] | ShardRows]"
+    #: Called with the shard number right before a shard commits; raises to keep it uncommitted (a lost lease).
+    before_commit: Callable[[int], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +91,9 @@ class InProcessBackend:
         with torch_threads(cpu_threads(plan.spec, self.generator.device.type, usable_cpus())), \
                 ThreadPoolExecutor(max_workers=plan.spec.io_threads, thread_name_prefix="genview-io") as pool:
             for shard, records in sorted(plan.shards.items()):
-                stats = run_shard(plan.store, shard, records, self.generator, plan.settings, pool, on_source=on_source)
+                check = (lambda s=shard: plan.before_commit(s)) if plan.before_commit else None
+                stats = run_shard(plan.store, shard, records, self.generator, plan.settings, pool, on_source=on_source,
+                                  before_commit=check)
                 progress.shard_done(stats)
 
 

@@ -5,24 +5,34 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
+import posixpath
 import sys
 import time
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from genview.datastore import layout
-from genview.datastore.fs import canonical_url
+from genview.datastore.fs import canonical_url, open_url
 from genview.datastore.pairing import choose_secondaries
-from genview.datastore.sources import assign_shards, class_conditional_label_indices, listing_digest, scan_sources
-from genview.datastore.shardcheck import SPEC_DIGEST
+from genview.datastore.extend import extension_rows, listing_change, shard_pattern_facts
+from genview.datastore.lease import ShardLeases
+from genview.datastore.shard_rows import ShardRows
+from genview.datastore.shardcheck import MANIFEST_SHA256, SPEC_DIGEST, marker_problems
+from genview.datastore.sources import (LIST_FILE_SUFFIXES, SourceListing, assign_shards, class_conditional_label_indices, listing_digest,
+                                       scan_sources)
 from genview.datastore.store import Store, StoreError, comparable_spec, spec_differences, spec_digest
-from genview.datastore.verify import quick_check_shard, verify_store
+from genview.datastore.verify import quick_check_shard, spec_problems, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.confinement import confined_path
 from genview.generator.registry import get_generator_class, path_params
 from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
+from genview.pipeline.claims import run_with_leases
 from genview.pipeline.progress import JobProgress, LiveProgressFile
 from genview.pipeline.shard import ViewSettings
 from genview.pipeline.source_copy import mixed_formats_message, source_formats
@@ -159,26 +169,33 @@ _comparable = comparable_spec
 SKIPPED_LISTED = 100
 
 
-def _plan(spec: GenerateSpec) -> tuple[pa.Table, dict[str, Any]]:
+def _with_secondaries(sources: pa.Table, spec: GenerateSpec) -> pa.Table:
+    """Add each source's interpolation partners (candidate source ids), frozen with the listing."""
+    # Frozen with the listing, so every rerun and worker pairs the same way. Several candidates,
+    # so that a primary whose first partner cannot be decoded still gets views.
+    draws = [choose_secondaries(sources, spec.seed + attempt, pair_across=spec.pair_across)
+             for attempt in range(SECONDARY_CANDIDATES)]
+    candidates = [list(dict.fromkeys(int(d[i]) for d in draws)) for i in range(sources.num_rows)]
+    if "secondary_candidates" in sources.column_names:
+        sources = sources.drop_columns(["secondary_candidates"])
+    return sources.append_column("secondary_candidates", pa.array(candidates, pa.list_(pa.int64())))
+
+
+def _plan(spec: GenerateSpec, listing: SourceListing | None = None) -> tuple[pa.Table, dict[str, Any]]:
     """List the source and freeze the plan: seeded shard assignment (+ secondaries); header facts."""
-    listing = scan_sources(spec.source)
+    listing = listing or _scan(spec)
     sources = assign_shards(listing.table, spec.shard_size, seed=spec.seed)
     if get_generator_class(spec.model).needs_labels:
         # A class-conditional model is given ImageNet-1k class indices, not folder ranks.
         sources = class_conditional_label_indices(sources, spec.model)
     if spec.interpolate:
-        # Frozen with the listing, so every rerun and worker pairs the same way. Several candidates,
-        # so that a primary whose first partner cannot be decoded still gets views.
-        draws = [choose_secondaries(sources, spec.seed + attempt, pair_across=spec.pair_across)
-                 for attempt in range(SECONDARY_CANDIDATES)]
-        candidates = [list(dict.fromkeys(int(d[i]) for d in draws)) for i in range(sources.num_rows)]
-        sources = sources.append_column("secondary_candidates", pa.array(candidates, pa.list_(pa.int64())))
-    num_shards = int(max(sources.column("shard").to_pylist())) + 1
+        sources = _with_secondaries(sources, spec)
+    num_shards = int(pc.max(sources.column("shard")).as_py()) + 1
     facts = {
         "listing": listing.digest,
+        "source_file": list_file_fingerprint(spec.source),
         "skipped_files": {"count": len(listing.skipped), "first": listing.skipped[:SKIPPED_LISTED]},
-        "num_shards": num_shards,
-        "shard_pattern": layout.relative_shard_pattern(num_shards),
+        **shard_pattern_facts(sources.num_rows, num_shards),
     }
     if spec.source_copy == "original":  # original bytes keep each file's format: one member name or several
         facts["source_formats"] = source_formats(sources.column("uri").to_pylist())
@@ -187,8 +204,93 @@ def _plan(spec: GenerateSpec) -> tuple[pa.Table, dict[str, Any]]:
     return sources, facts
 
 
-def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool = False) -> tuple[Store, Any]:
-    """Create the store or reopen it for resume; refuse a store made with a different spec or listing."""
+def _scan(spec: GenerateSpec) -> SourceListing:
+    """List the source, saying so when it takes a while (a big folder, or an object store)."""
+    start = time.perf_counter()
+    listing = scan_sources(spec.source)
+    seconds = time.perf_counter() - start
+    if seconds > 5:
+        print(f"genview: listed {listing.table.num_rows} images in {spec.source} in {seconds:.0f} s", file=sys.stderr)
+    return listing
+
+
+def list_file_fingerprint(source: str) -> dict[str, Any] | None:
+    """Size and sha256 of a list-file source (None for a folder): a rerun with the same bytes need not list it."""
+    fs, path = open_url(source)
+    if not path.lower().endswith(LIST_FILE_SUFFIXES) or not fs.isfile(path):
+        return None
+    sha = hashlib.sha256()
+    size = 0
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            sha.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": sha.hexdigest()}
+
+
+def _check_listing(store: Store, spec: GenerateSpec, header: dict[str, Any], extend: bool) -> None:
+    """Compare the source as it lists now with the store's frozen listing; refuse a change, or extend.
+
+    The cheap test first: the listing's count and digest against those genview.json recorded. Only
+    when they differ are the uris compared (to count what was added and removed).
+    """
+    fingerprint = list_file_fingerprint(spec.source)
+    if fingerprint is not None and header.get("source_file") == fingerprint:
+        return  # the same list file, byte for byte: it lists the same images (no need to list them again)
+    listing = _scan(spec)
+    if header.get("listing") == listing.digest:
+        if fingerprint is not None:
+            store.update_header({"source_file": fingerprint})  # e.g. a store made before fingerprints
+        return
+    frozen = store.read_sources_columns(["source_id", "uri", "label", "label_index", "shard"])
+    change = listing_change(frozen.column("uri"), listing.table)
+    if not change.changed:
+        return  # same images (an older header's digest, or a reordered list file)
+    added_classes = set(change.added.column("label").to_pylist()) - set(frozen.column("label").to_pylist())
+    what = change.describe() + (f"; {len(added_classes)} new class(es)" if added_classes - {None} else "")
+    if not extend:
+        raise StoreError(
+            f"{spec.out}: the source {spec.source} changed since the store was made: {what} "
+            f"({listing.table.num_rows} images now, {frozen.num_rows} in the store). Rerun with --extend to make views "
+            "of the added images as new shards (done shards are kept as they are; removed images stay in the "
+            "store), or pass --overwrite to start over"
+        )
+    extensions = list(header.get("extensions") or [])
+    num_shards = int(pc.max(frozen.column("shard")).as_py()) + 1
+    if change.added.num_rows:
+        rows = extension_rows(frozen, change.added, shard_size=spec.shard_size, seed=spec.seed,
+                              extension=len(extensions) + 1)
+        if get_generator_class(spec.model).needs_labels:
+            rows = class_conditional_label_indices(rows, spec.model)
+        everything = store.read_sources()
+        combined = pa.concat_tables([everything, rows], promote_options="permissive")
+        if spec.interpolate:
+            # Partners for the new rows are drawn over the whole store; the old rows keep theirs.
+            paired = _with_secondaries(combined.drop_columns(["secondary_candidates"]), spec)
+            old = everything.num_rows
+            new_candidates = paired.column("secondary_candidates").slice(old)
+            combined = pa.concat_tables([everything, rows.append_column("secondary_candidates", new_candidates)],
+                                        promote_options="permissive")
+        store.write_sources(combined, spec.shard_size)
+        added_shards = int(pc.max(rows.column("shard")).as_py()) + 1 - num_shards
+        num_sources, num_shards = combined.num_rows, num_shards + added_shards
+    else:
+        added_shards, num_sources = 0, frozen.num_rows
+    extensions.append({"added": change.added.num_rows, "removed": change.removed, "first_shard": num_shards - added_shards,
+                       "shards": added_shards})
+    store.update_header({"listing": listing.digest, "extensions": extensions, "source_file": fingerprint,
+                         **shard_pattern_facts(num_sources, num_shards)})
+    print(f"genview: extending {spec.out}: {what}; {added_shards} new shard(s) from "
+          f"{layout.shard_name(num_shards - added_shards)}"
+          + (f"; the {change.removed} removed image(s) stay in the store" if change.removed else ""), file=sys.stderr)
+
+
+def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool = False) -> Store:
+    """Create the store or reopen it for resume; refuse a store made with a different spec or listing.
+
+    A rerun lists the source again: a folder that gained or lost images is refused (with the
+    counts) unless the spec says `extend`.
+    """
     store = Store(spec.out)
     if overwrite:
         store.clear()
@@ -209,7 +311,8 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
             )
         store.prepare_dirs()
         if store.fs.exists(store.path(layout.SOURCES_FILE)):
-            return store, store.read_sources()
+            _check_listing(store, spec, header, spec.extend)
+            return store
         # Killed between header and listing, or the listing was deleted: list again, and check it.
         sources, _ = _plan(spec)
         recorded = header.get("listing")
@@ -221,14 +324,79 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
                 "made): its done shards no longer match the source. Restore sources.parquet, or pass --overwrite "
                 "to start over"
             )
-        store.write_sources(sources)
-        return store, sources
+        store.write_sources(sources, spec.shard_size)
+        return store
     store.prepare_dirs()
     sources, facts = _plan(spec)
     check_orphan_shards(store, identity, sources)
-    store.write_sources(sources)
+    store.write_sources(sources, spec.shard_size)
     store.write_header(identity, extra={"random_weights": identity["weights"]["random_init"], **facts})
-    return store, sources
+    return store
+
+
+def trusted_done_shards(store: Store, planned: set[int], check_hashes: bool = False) -> set[int]:
+    """The done shards a rerun keeps, checked without rescanning them; damaged ones are reset.
+
+    Each done marker's recorded tar size is compared with the tar's size: one listing of shards/
+    and the markers read together (concurrent requests on an object store), no tar header read.
+    `check_hashes` checks structure and sha256 of every done shard instead (reads every byte);
+    `genview verify` does the full check on demand.
+    """
+    done = store.done_shards() & planned
+    if check_hashes:
+        damaged = {shard: problems[0] for shard in sorted(done)
+                   if (problems := quick_check_shard(store, shard, check_hashes=True))}
+    else:
+        damaged = _size_mismatches(store, done)
+    for shard, problem in sorted(damaged.items()):
+        print(f"genview: redoing a damaged shard: {problem}", file=sys.stderr)
+        store.reset_shard(shard)
+    return done - set(damaged)
+
+
+def _size_mismatches(store: Store, done: set[int]) -> dict[int, str]:
+    """Done shards whose tar is missing or not the size their marker recorded (shard -> problem)."""
+    if not done:
+        return {}
+    shards_dir = store.path(layout.SHARDS_DIR)
+    store.fs.invalidate_cache(shards_dir)
+    sizes = {posixpath.basename(info["name"]): int(info["size"]) for info in store.fs.ls(shards_dir, detail=True)}
+    paths = {store.marker_path(shard): shard for shard in done}
+    markers = store.fs.cat(list(paths), on_error="return")
+    damaged = {}
+    for path, shard in paths.items():
+        name = layout.shard_name(shard)
+        try:
+            data = markers.get(path) if isinstance(markers, dict) else markers
+            if isinstance(data, BaseException):
+                raise data
+            stats = json.loads(data)
+        except (OSError, ValueError, TypeError) as exc:
+            damaged[shard] = f"shard {name}: done marker unreadable: {exc}"
+            continue
+        size = sizes.get(f"{name}.tar")
+        if size is None:
+            damaged[shard] = f"shard {name}: tar missing"
+        elif stats.get("tar_bytes") is not None and size != int(stats["tar_bytes"]):
+            damaged[shard] = f"shard {name}: tar is {size} bytes, its done marker says {stats['tar_bytes']}"
+        elif problems := _seal_problems(store, shard, stats):
+            damaged[shard] = problems[0]
+    return damaged
+
+
+def _seal_problems(store: Store, shard: int, stats: dict) -> list[str]:
+    """What a done marker's seals say: the spec that made the shard, the marker's own digest, and the
+    manifest fragment's sha256 (one small read per shard; no tar byte is read)."""
+    problems = spec_problems(store, shard, stats)
+    if problems:
+        return problems
+    fragment = b""  # markers written before the seals record no fragment digest: nothing to compare
+    if stats.get(MANIFEST_SHA256):
+        try:
+            fragment = store.fs.cat_file(layout.shard_manifest(store.root, shard))
+        except OSError as exc:
+            return [f"shard {layout.shard_name(shard)}: manifest fragment unreadable: {exc}"]
+    return marker_problems(stats, fragment, layout.shard_name(shard))
 
 
 def check_orphan_shards(store: Store, identity: dict[str, Any], sources: pa.Table) -> None:
@@ -284,10 +452,12 @@ def generate(
 ) -> JobSummary:
     """Run a generation job: every shard without a done marker is (re)made; done ones are kept.
 
-    A done shard is kept only if it passes a cheap check against its marker (tar size and member
-    count; with `check_hashes`, its sha256 too): a damaged one is redone, never counted as done.
-    The backend runs the shards (default: in this process with `generator`). `live_progress` keeps
-    OUT/_progress.json current while shards run (what the job service shows between done markers).
+    A done shard is kept if its tar has the size its marker recorded (with `check_hashes`, its
+    structure and sha256 are checked too): a damaged one is redone, never counted as done.
+    Shards are claimed through leases (see `genview.datastore.lease`), so any number of processes
+    running the same job share the shards; `spec.shards` = "I/N" restricts this run to a static
+    part. The backend runs the shards (default: in this process with `generator`).
+    `live_progress` keeps OUT/_progress.json current while shards run (what the job service shows).
     """
     backend = backend or make_backend(spec, generator)
     try:
@@ -308,31 +478,20 @@ def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress
     if weights.random_init:
         print(RANDOM_WEIGHTS_WARNING.format(model=spec.model, path=weights.id, preset=weights.preset), file=sys.stderr)
     identity = store_identity(spec, generator)
-    store, sources = open_for_job(spec, identity, overwrite=overwrite)
-    if generator.needs_labels and sources.column("label_index").null_count:
+    store = open_for_job(spec, identity, overwrite=overwrite)
+    # Only two columns: the driver never holds a row per source (workers read their shard's rows).
+    plan = store.read_sources_columns(["shard", "label_index"])
+    if generator.needs_labels and plan.column("label_index").null_count:
         raise StoreError(
             f"--model {spec.model} is class-conditional and needs a label for every source: use an "
             "ImageFolder tree (label = first folder) or a list file with a label column"
         )
-    records = sources.to_pylist()
-    if spec.interpolate:
-        uri_of = {record["source_id"]: record["uri"] for record in records}
-        raw_of = {record["source_id"]: record.get("uri_bytes") for record in records}
-        for record in records:
-            record["secondary_uris"] = [uri_of[sid] for sid in record["secondary_candidates"]]
-            if "uri_bytes" in sources.column_names:
-                record["secondary_uri_bytes"] = [raw_of[sid] for sid in record["secondary_candidates"]]
-    by_shard: dict[int, list[dict[str, Any]]] = {}
-    for record in records:
-        by_shard.setdefault(record["shard"], []).append(record)
-    done = store.done_shards()
-    for shard in sorted(done & set(by_shard)):
-        problems = quick_check_shard(store, shard, check_hashes=check_hashes)
-        if problems:
-            print(f"genview: redoing a damaged shard: {problems[0]}", file=sys.stderr)
-            store.reset_shard(shard)
-            done.discard(shard)
-    todo = {shard: rows for shard, rows in by_shard.items() if shard not in done}
+    counts = np.bincount(plan.column("shard").to_numpy(), minlength=1)
+    del plan
+    index, parts = spec.shard_split()
+    planned = {shard for shard in range(len(counts)) if counts[shard] and shard % parts == index}
+    done = trusted_done_shards(store, planned, check_hashes=check_hashes)
+    todo = {shard: ShardRows(store.url, shard, int(counts[shard])) for shard in sorted(planned - done)}
     settings = ViewSettings(
         model=spec.model, k=spec.k, seed=spec.seed, batch_size=spec.batch_size, best_of=spec.best_of,
         format=spec.format, quality=spec.quality, view_size=spec.view_size,
@@ -340,16 +499,20 @@ def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress
         store_embeddings=spec.store_embeddings, source_copy=spec.source_copy, source_size=spec.source_size,
         exact=spec.exact,
     )
-    already = sum(len(rows) for shard, rows in by_shard.items() if shard in done)
+    total = int(sum(int(counts[shard]) for shard in planned))
+    already = int(sum(int(counts[shard]) for shard in done))
     start = time.perf_counter()
     live = LiveProgressFile(store) if live_progress else None
-    job_progress = JobProgress(len(records), already, f"genview {spec.model}", enabled=progress, on_shard=on_shard,
+    job_progress = JobProgress(total, already, f"genview {spec.model}", enabled=progress, on_shard=on_shard,
                                live=live)
+    leases = ShardLeases(store, expiry=spec.lease_seconds)
     try:
-        backend.run(ShardPlan(store=store, spec=spec, settings=settings, shards=todo), job_progress)
+        made = run_with_leases(backend, ShardPlan(store=store, spec=spec, settings=settings, shards=todo),
+                               job_progress, leases)
     finally:
+        leases.release_all()
         job_progress.close()
-    return summarize(store, shards_run=set(todo), seconds=time.perf_counter() - start)
+    return summarize(store, shards_run=made, seconds=time.perf_counter() - start)
 
 
 def summarize(store: Store, shards_run: set[int] | None = None, seconds: float = 0.0) -> JobSummary:
@@ -414,8 +577,11 @@ def repair(url: str, weights: str | None = None, progress: bool = True, **overri
     compared with genview.json first (a missing or different model leaves the store as it was).
     Temp files of killed writes are not data: with nothing to redo they are removed without a model.
     """
+    from genview.console_progress import progress_bar
+
     store = Store(url)
-    report = verify_store(url, require_complete=False)
+    with progress_bar(store.num_shards(), "repair: verify", "shards", enabled=progress) as bar:
+        report = verify_store(url, require_complete=False, on_shard=lambda _shard: bar.update(1))
     if report.shards_planned and not report.damaged and not report.missing:
         for path in store.leftovers():
             store.fs.rm(path)

@@ -21,6 +21,8 @@ from genview import confinement
 from genview.datastore import layout
 from genview.datastore.fs import open_url
 from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
+from genview.datastore.retry import with_retries
+from genview.datastore.shard_rows import ShardRows, resolve_records
 from genview.datastore.shard_writer import ShardWriter
 from genview.datastore.store import Store
 from genview.generator.base import ViewGenerator
@@ -133,7 +135,9 @@ def _load_one(
     """Read and decode one image; failures become item.error instead of exceptions."""
     item = SourceItem(record=record)
     try:
-        item.data = _read_bytes(record["uri"], fs_cache, record.get("uri_bytes"))
+        # Transient errors are retried; one that outlives the retries fails the shard (ShardIOError), not the source.
+        item.data = with_retries(_read_bytes, record["uri"], fs_cache, record.get("uri_bytes"),
+                                 what=f"reading source {record['uri']}")
     except (OSError, ValueError) as exc:
         item.error = f"cannot read: {exc}"
         return item
@@ -231,7 +235,7 @@ def sample_members(item: SourceItem, settings: ViewSettings, params: dict[str, A
 def run_shard(
     store: Store,
     shard: int,
-    records: list[dict[str, Any]],
+    records: "list[dict[str, Any]] | ShardRows",
     generator: ViewGenerator,
     settings: ViewSettings,
     pool: Executor,
@@ -245,6 +249,7 @@ def run_shard(
     `on_source` once per source as it is written, and `before_commit` (if given) just before the
     shard is committed: it may raise, or end the process, to keep the shard uncommitted.
     """
+    records = resolve_records(records)  # a ShardRows reference is read here, in the worker
     start = time.perf_counter()
     cpu_start = time.process_time()
     clock = StageClock()

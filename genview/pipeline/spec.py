@@ -91,6 +91,15 @@ class GenerateSpec(BaseModel):
     # Where the shards run (not identity: any backend makes the same views).
     ray_address: str | None = Field(default=None, description="Ray cluster address (auto, HOST:PORT, ray://...)")
     workers: int | None = Field(default=None, ge=1, le=4096, description="Ray actors; default one per GPU")
+    # How this run shares the store (not identity either).
+    extend: bool = Field(default=False, description="the source gained images: add them as new shards after the "
+                         "existing ones (done shards are kept; removed images stay in the store)")
+    shards: str | None = Field(default=None, pattern=r"^\d+/\d+$",
+                               description="I/N: make only shards with number % N == I (a static split, e.g. a "
+                               "Slurm array: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    lease_seconds: float = Field(default=300.0, ge=0.5, le=86400.0,
+                                 description="a shard lease not renewed for this long is taken over by another "
+                                 "process (its holder died)")
 
     @model_validator(mode="before")
     @classmethod
@@ -134,6 +143,22 @@ class GenerateSpec(BaseModel):
         model = info.data.get("model")
         return get_declaration(model).check_params(value) if model else value
 
+
+    @field_validator("shards")
+    @classmethod
+    def _shard_split(cls, value: str | None) -> str | None:
+        if value is not None:
+            index, count = (int(part) for part in value.split("/"))
+            if count < 1 or not 0 <= index < count:
+                raise ValueError(f"I/N needs N >= 1 and 0 <= I < N, got {value!r}")
+        return value
+
+    def shard_split(self) -> tuple[int, int]:
+        """(I, N) of --shards I/N; (0, 1) when every shard is this run's to make."""
+        if not self.shards:
+            return 0, 1
+        index, count = self.shards.split("/")
+        return int(index), int(count)
 
     @model_validator(mode="after")
     def _source_size_needs_a_decoded_copy(self) -> "GenerateSpec":

@@ -181,14 +181,23 @@ def measure_quality(
 
         extract_on_ray(spec, todo, identity, log)
     else:
-        for i, shard in enumerate(todo):
-            marker = extract_shard(store, shard, nets)
-            log(f"quality shard {shard:06d}: {marker['sources']} sources, {marker['views']} views, "
-                f"{marker['seconds']:.1f} s ({i + 1}/{len(todo)})")
+        from genview.console_progress import progress_bar
+
+        # Views to measure, from the done markers: the bar counts views (ETA by views, not shards).
+        total = sum(int(store.read_stats(shard).get("views", 0)) for shard in todo)
+        with progress_bar(total, "quality: features", "views") as bar:
+            for i, shard in enumerate(todo):
+                marker = extract_shard(store, shard, nets)
+                bar.update(int(marker["views"]))
+                log(f"quality shard {shard:06d}: {marker['sources']} sources, {marker['views']} views, "
+                    f"{marker['seconds']:.1f} s ({i + 1}/{len(todo)})")
     feats = concat_features([load_features(store, s) for s in store_done])
     manifest = store.manifest(columns=["source_id", "view", "similarity", "status"])
     manifest = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
+    log(f"quality: building the tables over {len(store_done)} shards (nearest neighbours, FID, KID)")
+    tables_start = time.perf_counter()
     classes, views, overall = build_tables(feats, manifest, spec.k_nn, spec.fid_views, spec.kid_subsets)
+    log(f"quality: tables built in {time.perf_counter() - tables_start:.1f} s")
     write_atomic(store.fs, tables.quality_path(store.root, tables.VIEWS_FILE), tables.table_bytes(views))
     write_atomic(store.fs, tables.quality_path(store.root, tables.CLASSES_FILE), tables.table_bytes(classes))
     planned = store.num_shards()

@@ -362,3 +362,17 @@ def test_the_status_cache_never_keeps_a_reply_older_than_a_change():
     time.sleep(0.1)
     assert expired.get("alice", "j2") is None
     assert StatusCache(max_age=0).get("alice", "j1") is None
+
+
+def test_the_job_body_takes_extend_and_a_shard_split_through_to_the_worker():
+    from genview.api.schemas import JobCreate
+    from genview.api.worker import spec_to_argv
+    from genview.cli.api_commands import spec_from_generate_args
+
+    body = JobCreate(source="/data/imgs", out="/data/out", model="icgan", weights="/w", extend=True, shards="1/4",
+                     lease_seconds=60)
+    argv = spec_to_argv(body.to_spec())
+    assert "--extend" in argv and argv[argv.index("--shards") + 1] == "1/4"
+    assert GenerateSpec(**spec_from_generate_args(argv[1:])) == body.to_spec()
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        JobCreate(source="/data/imgs", out="/data/out", model="icgan", weights="/w", shards="4/4")

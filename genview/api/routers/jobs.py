@@ -6,7 +6,7 @@ import time
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -71,14 +71,21 @@ def list_jobs(
     principal: PrincipalDep,
     state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="jobs to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000,
+                                 description="jobs to skip (older clients; a cursor pages in constant time)")] = 0,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
 ) -> JobList:
-    """Your jobs, newest first, one page at a time."""
+    """Your jobs, newest first, one page at a time: follow `next_cursor` (keyset pages, as fast at the end as at the start)."""
+    if cursor is not None and offset:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="give cursor or offset, not both")
+    after = service.parse_cursor(cursor) if cursor is not None else None
     with ctx.sessions() as session:
-        jobs, total = service.list_jobs(session, principal, state, limit, offset)
+        jobs, total = service.list_jobs(session, principal, state, limit, offset, after=after)
         items = [service.to_public(ctx, job) for job in jobs]
-    next_offset = offset + len(jobs) if offset + len(jobs) < total else None
-    return JobList(items=items, total=total, limit=limit, offset=offset, next_offset=next_offset)
+    more = len(jobs) == limit
+    next_cursor = service.page_cursor(jobs[-1]) if jobs and more else None
+    next_offset = offset + len(jobs) if cursor is None and offset + len(jobs) < total else None
+    return JobList(items=items, total=total, limit=limit, offset=offset, next_offset=next_offset, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="A job's state and progress", responses=NOT_FOUND)
