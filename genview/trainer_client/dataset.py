@@ -13,6 +13,7 @@ from genview.trainer_client.filters import EligibleViews, ViewFilter, eligible_v
 from genview.trainer_client.policies import PairPolicy, ViewContext
 from genview.trainer_client.runtime import SharedEpoch, resolve_rank
 from genview.trainer_client.samples import CorruptSampleError, RawSample, iter_shard_range, parse_sample
+from genview.trainer_client.soft_labels import LABEL_MODES, SoftLabels
 from genview.trainer_client.splitting import DEFAULT_EVEN_RANKS, EVEN_RANKS, Segment, plan_partition, rank_length
 from genview.trainer_client.store_index import CorruptShardError, StoreFormatError, StoreIndex, shard_name
 
@@ -55,6 +56,8 @@ class GenViewDataset(IterableDataset):
             "warn" (skip the rest of a damaged shard / the damaged sample and warn).
         view_filter: quality filter over generated views (min similarity, excluded classes).
         epoch: starting epoch; change it with ``set_epoch`` before each epoch.
+        labels: "hard" (the sample's ``label_index`` only) or "soft": also ``soft_label``, DA IC-GAN's Eq. 2
+            label of generated images from the store's quality tables (see ``soft_labels``).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class GenViewDataset(IterableDataset):
         view_filter: ViewFilter | None = None,
         epoch: int = 0,
         storage_options: dict[str, Any] | None = None,
+        labels: str = "hard",
     ):
         super().__init__()
         self.index = store if isinstance(store, StoreIndex) else StoreIndex(store, storage_options)
@@ -100,6 +104,9 @@ class GenViewDataset(IterableDataset):
         self._rank_arg = (rank, world_size)
         resolve_rank(rank, world_size)  # validate explicit values now
         self._frozen_rank: tuple[int, int] | None = None
+        if labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}")
+        self.soft_labels = SoftLabels(self.index) if labels == "soft" else None
         self._epoch = SharedEpoch(epoch)
         self._warned_uneven = False
         self._warned_unbatched = False
@@ -204,7 +211,7 @@ class GenViewDataset(IterableDataset):
             except CorruptSampleError as exc:
                 self._corrupt(exc, f"skipping sample {sample.key}")
                 continue
-            yield out
+            yield out if self.soft_labels is None else self.soft_labels.attach(out, sample.source_id, sample.label_index)
 
     def raw_samples(self, segments: list[Segment]) -> Iterator[RawSample]:
         """Yield the parsed (still encoded) samples of these segments, in order."""
