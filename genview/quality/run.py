@@ -157,28 +157,31 @@ def _write_settings(store: Store, settings: dict[str, Any]) -> None:
 
 
 class _ShardProgress:
-    """Counts measured sources and views on genview's progress bar as each shard's features are committed."""
+    """Counts measured sources and views on genview's progress bar, and logs a line, as each shard is committed."""
 
-    def __init__(self, total: int, shards: int, enabled: bool):
+    def __init__(self, total: int, shards: int, enabled: bool, log: Callable[[str], None]):
         from genview.pipeline.progress import JobProgress
 
-        self.shards, self.done = shards, 0
+        self.shards, self.done, self.log = shards, 0, log
         self.bar = JobProgress(total=total, initial=0, desc="quality", enabled=enabled)
 
     def __call__(self, marker: dict[str, Any]) -> None:
         self.done += 1
         self.bar.sources_done(marker["sources"], marker["views"], 0, shard=marker["shard"])
         self.bar.bar.set_postfix(shards=f"{self.done}/{self.shards}", views=self.bar.views, refresh=False)
+        where = f" on pid {marker['pid']}" if "pid" in marker else ""
+        self.log(f"quality shard {marker['shard']:06d}: {marker['sources']} sources, {marker['views']} views, "
+                 f"{marker['seconds']:.1f} s{where} ({self.done}/{self.shards})")
 
     def close(self) -> None:
         self.bar.close()
 
 
-def _shard_progress(sources: Any, todo: list[int], enabled: bool) -> _ShardProgress:
+def _shard_progress(sources: Any, todo: list[int], enabled: bool, log: Callable[[str], None]) -> _ShardProgress:
     """The one progress display of a quality run: sources to measure in the shards still to do."""
     shard_of = sources.column("shard").to_numpy(zero_copy_only=False)
     total = int(np.isin(shard_of, np.asarray(todo, dtype=shard_of.dtype)).sum()) if todo else 0
-    return _ShardProgress(total, len(todo), enabled)
+    return _ShardProgress(total, len(todo), enabled, log)
 
 
 def measure_quality(
@@ -214,7 +217,7 @@ def measure_quality(
     store_done = sorted(store.done_shards())
     todo = [s for s in store_done if s not in quality_done_shards(store)]
     sources = store.read_sources().select(["source_id", "label_index", "shard"])
-    progress = _shard_progress(sources, todo, spec.progress)
+    progress = _shard_progress(sources, todo, spec.progress, log)
     try:
         if todo and (spec.ray_address or spec.workers):
             from genview.quality.ray_runner import extract_on_ray
