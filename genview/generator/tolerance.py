@@ -4,9 +4,9 @@ A view's noise and condition never depend on its batch; its pixels can, because 
 blocking (so their summation order) from the batch size and the thread count. One level for the
 single-pass models. E-LDM runs 50 DDIM steps with classifier-free guidance 6 by default (Gen-SIS):
 eps = eps_null + 6 (eps_cond - eps_null) multiplies a rounding difference between the two branches by
-up to 2 x 6 - 1 = 11 at every step, so its views may differ by more: up to 3 levels was measured
-between batch 1 and batch 8 with several torch threads. tests/generator/test_batch_tolerance.py
-measures each model at its defaults against this table; ``--exact`` (row by row) is byte-identical.
+up to 2 x 6 - 1 = 11 at every step, so its views may differ by more: batch 1 and batch 8 have been
+seen 3 levels apart with several torch threads. tests/generator/test_batch_tolerance.py measures each
+model at its defaults against this table; ``--exact`` (row by row) is byte-identical.
 """
 
 from __future__ import annotations
