@@ -223,3 +223,28 @@ def test_malformed_input_with_a_recipe_is_a_validation_error():
     assert any(err["loc"] == ("params",) for err in info.value.errors())
     with pytest.raises(ValidationError, match="is for model 'icgan', not 'unclip'"):
         GenerateSpec(source="s", out="o", recipe="daicgan-icgan", model="unclip", weights="w")
+
+
+def test_resize_filter_is_pils_antialiased_kernel():
+    """--resize-filter bilinear is what the unCLIP script's PIL resize did; bicubic (the default) is PIL's bicubic."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from genview.pipeline.encode import encode_view, resize_views
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    batch = torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
+    out = {}
+    for name, pil_filter in (("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)):
+        ours = resize_views(batch, 24, name)[0].permute(1, 2, 0).numpy().astype(int)
+        pil = np.asarray(Image.fromarray(pixels).resize((24, 24), pil_filter)).astype(int)
+        assert np.abs(ours - pil).max() <= 1, name
+        data, width, height = encode_view(pixels, "png", size=24, resize_filter=name)
+        assert (width, height) == (24, 24)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pil.astype(np.uint8))
+        out[name] = ours
+    assert not np.array_equal(out["bilinear"], out["bicubic"])
