@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 #: Spec fields a recipe may set (besides the model and its params).
 RECIPE_SPEC_FIELDS = (
-    "weights", "k", "view_size", "best_of", "interpolate", "alphas", "pair_across", "interpolation",
+    "weights", "k", "view_size", "best_of", "interpolate", "alphas", "pair_across", "interpolation", "quality",
+    "resize_filter",
 )
 
 SEED_000 = "Can Generative Models Improve Self-Supervised Representation Learning? (seed 000)"
@@ -23,6 +24,20 @@ SEED_003 = "Gen-SIS: Generative Self-augmentation Improves Self-supervised Learn
 SEED_004 = "Data Augmentation with Instance-Conditioned GANs, DA IC-GAN (seed 004)"
 #: Where the first seed's code lives (seed 000, Sec. 1: "The code to reproduce our empirical study").
 SEED_000_CODE = "https://anonymous.4open.science/r/genssl-121B"
+#: What "reproduce" means for the first seed's recipes: its scripts drew the noise of a whole run from one
+#: generator consumed across batches, so the same views need the same batches in the same order.
+IN_DISTRIBUTION = (
+    "pixels: the released script seeded one torch generator per run (--image_version) and consumed it across "
+    "its batches, so a view's noise depends on its batch and position; genview seeds every view on its own "
+    "(seeding.py). The views are the script's in distribution, not per pixel"
+)
+#: E-LDM design choices Gen-SIS does not state: genview's own, listed on every E-LDM recipe.
+ELDM_OWN_CHOICES = (
+    "genview's choice, not the paper's: classifier-free-guidance dropout 0.1 in training (`genview train eldm "
+    "--cfg-dropout`), the null condition a zero embedding",
+    "genview's choice, not the paper's: the L2-normalised SSL embedding as ONE cross-attention token (a linear "
+    "projection), EMA decay 0.9999, the UNet widths of LDM's ffhq-ldm-vq-4 config",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +84,7 @@ class Recipe:
 
 GENSSL_UNCLIP = Recipe(
     name="genssl-unclip",
-    summary="Stable unCLIP views exactly as the first seed's released script made them",
+    summary="Stable unCLIP views with the first seed's released script's settings (in distribution, not per pixel)",
     paper=SEED_000,
     section="Sec. 4 (10 views per ImageNet image, offline), App. D 'Offline generation' (Stable unCLIP source code)",
     table="Fig. 4 / Table 9 (linear probe, ImageNet), Table 1 (other datasets), Tables 3, 11, 12 (ablations): the 'Stable Diff' rows",
@@ -86,7 +101,8 @@ GENSSL_UNCLIP = Recipe(
         "dtype": "float16",
         "source_crop": 224,
     },
-    spec={"weights": "stabilityai/stable-diffusion-2-1-unclip-small", "view_size": 224},
+    spec={"weights": "stabilityai/stable-diffusion-2-1-unclip-small", "view_size": 224, "quality": 75,
+          "resize_filter": "bilinear"},
     preset="small",
     cited=(
         f"weights stabilityai/stable-diffusion-2-1-unclip-small, torch_dtype float16: the released unCLIP script ({SEED_000_CODE})",
@@ -95,9 +111,16 @@ GENSSL_UNCLIP = Recipe(
         "guidance_scale 10, noise_level 0: not passed by the script, so StableUnCLIPImg2ImgPipeline.__call__'s defaults",
         "image_size: not passed, so the pipeline's native 768 px (UNet sample_size 96 x VAE factor 8)",
         "source_crop 224: CenterCropLongEdge() then Resize(224) before the pipeline: same script",
-        "view_size 224: the views resized to --img_save_size 224: same script",
+        "view_size 224, resize_filter bilinear: the views resized to --img_size 224 with a bilinear resize: same script",
+        "quality 75: the views saved as JPEG with PIL's default quality (75; no quality passed): same script",
         "k 10: Sec. 4 'we generate 10 images per each image in the ImageNet training set offline'; App. D: 10 runs of one view each",
-        "one view per (image, run) with the run's own generator seed (--image_version): genview's per-view seeds do the same",
+        "one view per (image, run), each run with its own generator seed (--image_version)",
+    ),
+    silent=(
+        IN_DISTRIBUTION,
+        "noise order: genview draws a view's latents from its seed before the pipeline's image-embedding noise; "
+        "diffusers' StableUnCLIPImg2ImgPipeline draws the embedding noise first (docs/reproducing.md shows how to "
+        "re-create a view with diffusers from its recorded seed)",
     ),
 )
 
@@ -110,15 +133,17 @@ GENSSL_ICGAN = Recipe(
     model="icgan",
     k=10,
     params={"truncation": 0.7, "truncation_mode": "truncated"},
-    spec={"view_size": 224},
+    spec={"view_size": 224, "quality": 75},
     cited=(
         f"truncation 0.7, stochastic_truncation False: the released IC-GAN config ({SEED_000_CODE}, icgan config.py)",
         "truncation_mode truncated: z = truncnorm.rvs(-2*truncation, 2*truncation) (unit scale) in its ICGANInference",
         "experiment icgan_biggan_imagenet_res256 + swav_pretrained.pth.tar: the same config (256 px IC-GAN, SwAV features)",
-        "view_size 224: pil_img.thumbnail((224, 224)) (--img_save_size 224) in its IC-GAN script",
+        "view_size 224: pil_img.thumbnail((224, 224)) (--img_save_size 224) in its IC-GAN script (PIL's bicubic)",
+        "quality 75: the views saved as JPEG with PIL's default quality (75; no quality passed): same script",
         "k 10: Sec. 4 (10 images per ImageNet image); one run per view (--ith_sample as the seed)",
     ),
     silent=(
+        IN_DISTRIBUTION,
         "the script drew num_samples=16 per image and saved all 16 under one file name, so only the last survived "
         "(a bug): this recipe draws each kept view once instead; 15 of 16 draws were wasted work, not a selection",
         "weights: the seed names the experiment, not a path: pass --weights DIR holding ic_gan's icgan_biggan_imagenet_res256",
@@ -176,7 +201,7 @@ DAICGAN_FAKE_IN = Recipe(
     summary="DA IC-GAN's Fake-IN test set: one IC-GAN image per ImageNet validation image, best of 20",
     paper=SEED_004,
     section="Sec. 4.1 'Datasets', footnote 4 (best of 20 by cosine similarity)",
-    table="Table 1: the Fake-IN column (use --model cc-icgan --truncation 1.0 for Fake-IN CC)",
+    table="Table 1: the Fake-IN column (Fake-IN CC: recipe daicgan-fake-in-cc)",
     model="icgan",
     k=1,
     params={"truncation": 0.8, "truncation_mode": "scaled"},
@@ -189,6 +214,28 @@ DAICGAN_FAKE_IN = Recipe(
     ),
     silent=(
         "the feature space of the similarity: genview scores with the conditioning encoder (SwAV for IC-GAN)",
+    ),
+)
+
+DAICGAN_FAKE_IN_CC = Recipe(
+    name="daicgan-fake-in-cc",
+    summary="DA IC-GAN's Fake-IN CC test set: one CC-IC-GAN image per ImageNet validation image, best of 20",
+    paper=SEED_004,
+    section="Sec. 4.1 'Datasets', footnote 4 (best of 20 by cosine similarity)",
+    table="Table 1: the Fake-IN CC column",
+    model="cc-icgan",
+    k=1,
+    params={"truncation": 1.0, "truncation_mode": "scaled"},
+    spec={"best_of": 20},
+    cited=(
+        "k 1: Sec. 4.1 'Fake-IN CC: containing 50K images generated with the CC-IC-GAN conditioned on the IN "
+        "validation set'",
+        "best_of 20: footnote 4 (as Fake-IN)",
+        "truncation 1.0: Sec. 4.1 (the CC-IC-GAN sigma)",
+        "class label: the validation image's own ImageNet class (Sec. 4.1: CC-IC-GAN conditions on instance and class)",
+    ),
+    silent=(
+        "the feature space of the similarity: genview scores with the conditioning encoder (the supervised ResNet-50)",
     ),
 )
 
@@ -209,6 +256,7 @@ GENSIS_IMAGENET = Recipe(
     silent=(
         "DDIM eta: not stated; 0 (deterministic DDIM, LDM's default)",
         "weights: Gen-SIS trains its own E-LDM (9.5.1): pass --weights from `genview train eldm`",
+        *ELDM_OWN_CHOICES,
     ),
 )
 
@@ -229,7 +277,7 @@ GENSIS_IMAGENET_INTERP = Recipe(
         "lerp: 9.4 'just by introducing linearly-interpolated synthetic images'; alpha weights the primary (Alg. 1)",
         "guidance 6, DDIM 50: 9.5.2 'For both generative and interpolated augmentation'",
     ),
-    silent=("DDIM eta: not stated; 0",),
+    silent=("DDIM eta: not stated; 0", *ELDM_OWN_CHOICES),
 )
 
 GENSIS_PATHOLOGY = Recipe(
@@ -243,10 +291,11 @@ GENSIS_PATHOLOGY = Recipe(
     params={"steps": 50, "scheduler": "ddim", "eta": 0.0, "guidance_preset": "pathology", "guidance_scale": 1.75},
     spec={},
     cited=(
-        "k 1: 9.5.2 'synthesize one generative augmentation and one interpolated augmentation for each image'",
+        "k 1: 9.5.2 'synthesize one generative augmentation and one interpolated augmentation for each image' "
+        "(the interpolated one: recipe gensis-pathology-interp, into its own store)",
         "guidance 1.75, DDIM 50: 9.5.2 'we use a guidance weight of 1.75 with 50 DDIM steps'",
     ),
-    silent=("DDIM eta: not stated; 0",),
+    silent=("DDIM eta: not stated; 0", *ELDM_OWN_CHOICES),
 )
 
 GENSIS_PATHOLOGY_INTERP = Recipe(
@@ -269,14 +318,18 @@ GENSIS_PATHOLOGY_INTERP = Recipe(
     silent=(
         "the slide column: the paper has slides, genview needs their name: the list file must have a 'slide' "
         "column (or pass --pair-across COLUMN)",
+        "k: 9.5.2 also says 'one generative augmentation and one interpolated augmentation for each image': "
+        "one interpolated image per image, its alpha drawn from the four. This recipe stores one view per alpha "
+        "(k 4) so training can draw the alpha; --k 1 stores one, with alpha 0.2 (alphas cycle over the views)",
         "DDIM eta: not stated; 0",
+        *ELDM_OWN_CHOICES,
     ),
 )
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        GENSSL_UNCLIP, GENSSL_ICGAN, DAICGAN_ICGAN, DAICGAN_CC_ICGAN, DAICGAN_FAKE_IN,
+        GENSSL_UNCLIP, GENSSL_ICGAN, DAICGAN_ICGAN, DAICGAN_CC_ICGAN, DAICGAN_FAKE_IN, DAICGAN_FAKE_IN_CC,
         GENSIS_IMAGENET, GENSIS_IMAGENET_INTERP, GENSIS_PATHOLOGY, GENSIS_PATHOLOGY_INTERP,
     )
 }

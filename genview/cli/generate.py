@@ -109,6 +109,8 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--batch-size", type=int, help="generator batch of (source x view) rows (default: 32)")
     p.add_argument("--device", help="auto (cuda if visible), cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--view-size", type=int, help="resize stored views to this side (e.g. 224, as the first seed did); default: native")
+    p.add_argument("--resize-filter", choices=["bicubic", "bilinear"],
+                   help="antialiased filter of the --view-size resize (default: bicubic; the genssl-unclip recipe: bilinear)")
     p.add_argument("--format", choices=["jpg", "webp", "png"], help="view image format (default: jpg)")
     p.add_argument("--quality", type=int, help="JPEG/WebP quality (default: 95)")
     p.add_argument("--best-of", type=int,
@@ -170,7 +172,7 @@ def add_parsers(sub, formatter) -> None:
 #: Spec fields taken from flags of the same name when the flag is given.
 FLAG_FIELDS = (
     "recipe", "model", "weights", "encoder_weights", "k", "seed", "shard_size", "batch_size", "device", "view_size",
-    "format", "quality", "best_of", "store_embeddings", "source_copy", "source_size", "interpolate", "alphas", "pair_across", "interpolation",
+    "resize_filter", "format", "quality", "best_of", "store_embeddings", "source_copy", "source_size", "interpolate", "alphas", "pair_across", "interpolation",
     "io_threads", "threads", "exact", "ray_address", "workers", "extend", "shards", "lease_seconds",
 )
 

@@ -33,6 +33,9 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--k-nn", type=int, default=DEFAULT_K_NN, help="neighbourhood size of NN corruption (IC-GAN's k)")
     p.add_argument("--fid-views", choices=["one", "all"], default="one",
                    help="generated set of FID: one view per source (DA IC-GAN's equal counts) or all K views")
+    p.add_argument("--fid-reference", choices=["centre-crop", "whole"], default="centre-crop",
+                   help="FID's reference set: each source as the generator saw it (centre crop at the views' size, as "
+                   "DA IC-GAN §4.1) or the whole source at its own aspect ratio (not the paper's reference)")
     p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (subset size: min(1000, class size))")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=32, help="images per Inception batch")
@@ -40,6 +43,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--ray-address", help="measure shards on this Ray cluster (auto, HOST:PORT, ray://...); the weights "
                    "paths must be readable on every node")
     p.add_argument("--workers", type=int, help="Ray actors (without --ray-address: a local Ray instance with this many)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--order", default="fid", help="order of the printed per-class table (a metric, worst first)")
     p.set_defaults(handler=run_quality)
 
@@ -52,8 +56,8 @@ def run_quality(args: argparse.Namespace) -> int:
     spec = QualitySpec(
         store=args.store, inception_weights=args.inception_weights, scorer=args.scorer, scorer_weights=args.scorer_weights,
         generator_weights=args.generator_weights, encoder_weights=args.encoder_weights, k_nn=args.k_nn,
-        fid_views=args.fid_views, kid_subsets=args.kid_subsets, device=args.device, batch_size=args.batch_size,
-        overwrite=args.overwrite, ray_address=args.ray_address, workers=args.workers,
+        fid_views=args.fid_views, fid_reference=args.fid_reference, kid_subsets=args.kid_subsets, device=args.device, batch_size=args.batch_size,
+        overwrite=args.overwrite, ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress,
     )
     report = measure_quality(spec)
     print(f"{args.store}: measured {report.shards_total} shards ({report.shards_run} now) in {report.seconds:.1f} s"

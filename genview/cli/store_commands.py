@@ -6,7 +6,7 @@ import argparse
 import json
 
 #: Quality metrics inspect and preview can order by (from `genview quality`).
-QUALITY_ORDERS = ["fid", "kid", "nn_corruption", "independent", "diversity", "similarity"]
+QUALITY_ORDERS = ["fid", "kid", "nn_corruption", "view_nn_other_class", "independent", "diversity", "similarity"]
 
 
 def add_parsers(sub, formatter) -> None:
@@ -61,7 +61,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--cell", type=int, default=128, help="thumbnail side in pixels")
     p.add_argument("--order", choices=["first", "worst", "best", *QUALITY_ORDERS], default="first",
                    help="which sources: first by id, or by their least similar view (worst/best), or worst first by a "
-                   "`genview quality` metric: fid (the class's), nn_corruption, independent, diversity")
+                   "`genview quality` metric: fid, nn_corruption (the class's), view_nn_other_class, independent, diversity")
     p.add_argument("--label", help="only sources with this label")
     p.add_argument("--font", metavar="TTF",
                    help="TrueType font for the captions (default: Noto or DejaVu Sans when installed); characters "

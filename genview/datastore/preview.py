@@ -72,15 +72,17 @@ def quality_badness(store: Store, metric: str) -> dict[int, float]:
     if views is None or classes is None:
         raise ValueError(f"--order {metric}: {store.url} has no quality tables; run `genview quality {store.url}` first")
     bad: dict[int, float] = {}
-    if metric in ("fid", "kid"):
+    if metric in ("fid", "kid", "nn_corruption"):  # per-class metrics (NN corruption: DA IC-GAN's, per class)
         by_label = {r["label"]: r[metric] for r in classes.to_pylist() if r["scope"] == "class" and r[metric] is not None}
         for row in views.select(["source_id", "label"]).to_pylist():
             bad[row["source_id"]] = by_label.get(row["label"], float("-inf"))
         return bad
     if metric not in tables.VIEW_METRICS:
-        raise ValueError(f"--order {metric}: not a quality metric ({', '.join(('fid', 'kid') + tables.VIEW_METRICS)})")
+        raise ValueError(
+            f"--order {metric}: not a quality metric ({', '.join(('fid', 'kid', 'nn_corruption') + tables.VIEW_METRICS)})"
+        )
     # Corruption: high is bad (a source as bad as its worst view); scores and diversity: low is bad.
-    sign = 1.0 if metric == "nn_corruption" else -1.0
+    sign = 1.0 if metric == "view_nn_other_class" else -1.0
     for row in views.select(["source_id", metric]).to_pylist():
         if row[metric] is None or row[metric] != row[metric]:
             continue

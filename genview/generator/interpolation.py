@@ -6,8 +6,11 @@ from typing import Sequence
 
 import torch
 
-#: Interpolation modes accepted by `interpolate` (and the CLI's --interpolation-mode).
+#: Interpolation modes accepted by `interpolate` (and `genview generate --interpolation`).
 MODES = ("slerp", "lerp")
+#: The one default everywhere (this module, GenerateSpec, ViewSettings, the CLI): Gen-SIS interpolates linearly
+#: (supplement 9.4 "linearly-interpolated synthetic images"); slerp is an option.
+DEFAULT_MODE = "lerp"
 
 
 def _alpha_column(alpha: float | Sequence[float] | torch.Tensor, rows: int) -> torch.Tensor:
@@ -81,7 +84,7 @@ def interpolate(
     primary: torch.Tensor,
     secondary: torch.Tensor,
     alpha: float | Sequence[float] | torch.Tensor,
-    mode: str = "slerp",
+    mode: str = DEFAULT_MODE,
 ) -> torch.Tensor:
     """Interpolate embedding rows with `mode` ("slerp" or "lerp"); alpha is a scalar or one value per row."""
     if mode == "slerp":
@@ -95,7 +98,7 @@ def interpolation_rows(
     primary: torch.Tensor,
     secondary: torch.Tensor,
     alphas: Sequence[float],
-    mode: str = "slerp",
+    mode: str = DEFAULT_MODE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ([N*A, D] embeddings, [N*A] alphas) for every (source, alpha), rows ordered source-major."""
     _check_pair(primary, secondary)

@@ -172,7 +172,7 @@ class DeviceStage:
         if self.cuda:
             # Resize and NHWC on the device; one non-blocking copy into pinned host memory per batch.
             if settings.view_size:
-                images = resize_views(images, settings.view_size)
+                images = resize_views(images, settings.view_size, settings.resize_filter)
             pixels = images.permute(0, 2, 3, 1)
             host_pixels, host_scores = self._host_buffers(pixels.shape)
             host_pixels.copy_(pixels, non_blocking=True)
@@ -214,7 +214,7 @@ class DeviceStage:
             # then each view is an HWC numpy view of it: the encoders only encode.
             images = batch.host_pixels
             if self.settings.view_size:
-                images = resize_views(images, self.settings.view_size)
+                images = resize_views(images, self.settings.view_size, self.settings.resize_filter)
             pixels = images.permute(0, 2, 3, 1).numpy()
         scores = batch.host_scores.tolist()
         for r, ((item, j, _), seed, score) in enumerate(zip(batch.rows, batch.seeds, scores)):

@@ -494,7 +494,7 @@ def _generate(spec: GenerateSpec, backend: Backend, *, overwrite: bool, progress
     todo = {shard: ShardRows(store.url, shard, int(counts[shard])) for shard in sorted(planned - done)}
     settings = ViewSettings(
         model=spec.model, k=spec.k, seed=spec.seed, batch_size=spec.batch_size, best_of=spec.best_of,
-        format=spec.format, quality=spec.quality, view_size=spec.view_size,
+        format=spec.format, quality=spec.quality, view_size=spec.view_size, resize_filter=spec.resize_filter,
         alphas=resolved_alphas(spec, generator), interpolation=spec.interpolation,
         store_embeddings=spec.store_embeddings, source_copy=spec.source_copy, source_size=spec.source_size,
         exact=spec.exact,
@@ -549,7 +549,8 @@ def summarize(store: Store, shards_run: set[int] | None = None, seconds: float =
 
 #: Recorded spec fields that are GenerateSpec fields as they are (the rest: weights, params).
 _REPLAYED_FIELDS = (
-    "source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of", "store_embeddings",
+    "source", "model", "k", "seed", "shard_size", "view_size", "resize_filter", "format", "quality", "best_of",
+    "store_embeddings",
     "interpolate", "alphas", "pair_across", "interpolation", "source_copy", "source_size",
 )
 

@@ -47,6 +47,7 @@ class ViewSettings:
     format: str = "jpg"
     quality: int = 95
     view_size: int | None = None
+    resize_filter: str = "bicubic"  # antialiased bicubic or bilinear, for the view_size resize
     # Gen-SIS's alpha, the weight of the PRIMARY (source) embedding: view j is conditioned on
     # alpha_j * e_source + (1 - alpha_j) * e_secondary (lerp; slerp likewise), alpha_j = alphas[j % len(alphas)].
     alphas: list[float] | None = None
@@ -155,7 +156,7 @@ def _load_one(
 
 def encode_item(item: SourceItem, settings: ViewSettings) -> SourceItem:
     """Encode a finished source's views (already at the view size) to image bytes."""
-    item.encoded = [encode_view(px, settings.format, settings.quality, settings.view_size) for px in item.views]
+    item.encoded = [encode_view(px, settings.format, settings.quality, settings.view_size, settings.resize_filter) for px in item.views]
     item.views = []  # free the raw pixels once encoded
     return item
 

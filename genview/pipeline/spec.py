@@ -36,7 +36,7 @@ MAX_SEED = 2**63 - 1
 
 #: Spec fields that decide a store's content; a rerun into an existing store must agree on them.
 IDENTITY_FIELDS = (
-    "source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of",
+    "source", "model", "k", "seed", "shard_size", "view_size", "resize_filter", "format", "quality", "best_of",
     "interpolate", "alphas", "pair_across", "interpolation", "store_embeddings", "source_copy", "source_size",
 )
 
@@ -61,6 +61,9 @@ class GenerateSpec(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=4096, description="generator batch (source x view rows)")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
     view_size: int | None = Field(default=None, ge=8, le=4096, description="resize stored views to this side")
+    resize_filter: Literal["bicubic", "bilinear"] = Field(
+        default="bicubic", description="antialiased filter of the view_size resize (bilinear: the first seed's unCLIP script)"
+    )
     format: Literal["jpg", "webp", "png"] = "jpg"
     quality: int = Field(default=95, ge=1, le=100)
     best_of: int = Field(default=1, ge=1, le=64, description="candidates per view; the most similar is kept")

@@ -1,4 +1,4 @@
-"""View quality as DA IC-GAN measured it: per-class FID / KID, NN corruption, an independent score, diversity.
+"""View quality as DA IC-GAN measured it: per-class FID / KID, NN corruption, soft labels, an independent score, diversity.
 
 Exports resolve lazily: the tables and rules (no torch) serve `inspect` and the trainer client,
 the measuring code loads torch, torchmetrics and the networks only when it runs.
@@ -17,6 +17,7 @@ _EXPORTS = {
     "excluded_labels": "genview.quality.rules",
     "read_classes": "genview.quality.tables",
     "read_views": "genview.quality.tables",
+    "read_sources": "genview.quality.tables",
     "read_settings": "genview.quality.tables",
 }
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from genview.datastore import layout
-from genview.quality import metrics, tables
+from genview.quality import knn, metrics, soft_labels, tables
 
 
 def concat_features(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -28,20 +28,26 @@ def _safe(fn, *args) -> tuple[float, ...] | float:
 
 
 def build_tables(
-    feats: dict[str, np.ndarray], manifest_views: pa.Table, k_nn: int, fid_views: str = "one", kid_subsets: int = 100
-) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
-    """Return (classes table, views table, overall summary) from concatenated features."""
+    feats: dict[str, np.ndarray], manifest_views: pa.Table, k_nn: int, fid_views: str = "one", kid_subsets: int = 100,
+    label_index: dict[int, int] | None = None, device: str = "cpu",
+) -> tuple[pa.Table, pa.Table, pa.Table, dict[str, Any]]:
+    """Return (classes table, views table, sources table, overall summary) from concatenated features."""
     src_ids, labels = feats["source_id"], feats["label"].astype(object)
     row_of = {int(s): i for i, s in enumerate(src_ids)}
     view_src_row = np.asarray([row_of[int(s)] for s in feats["view_source_id"]], dtype=np.int64)
     view_labels = labels[view_src_row]
-    # NN corruption (DA IC-GAN §4.1): share of each view's k nearest sources, in the conditioning space,
-    # that belong to another class; and the same for each source's own neighbourhood (its IC-GAN instance).
-    view_corruption = metrics.nn_corruption(feats["view_condition"], view_labels, feats["src_condition"], labels, k_nn)
-    src_corruption = (
-        metrics.nn_corruption(feats["src_condition"], labels, feats["src_condition"], labels, k_nn, exclude_self=True)
-        if len(src_ids) > 1 else np.full(len(src_ids), np.nan, np.float32)
-    )
+    # DA IC-GAN §4.1 NN corruption: "the percentage of images in each datapoint's neighborhood that has a different
+    # class than the datapoint itself ... averaged for all datapoints in a given class". The neighbourhood is the
+    # source's k nearest other sources in the conditioning space (ic_gan drops the point itself), which also gives
+    # Eq. 2's soft label.
+    if len(src_ids) > 1:
+        src_neighbours = knn.nearest(feats["src_condition"], feats["src_condition"], k_nn, exclude_self=True, device=device)
+        src_corruption = soft_labels.nn_corruption(src_neighbours, labels)
+    else:
+        src_neighbours, src_corruption = None, np.full(len(src_ids), np.nan, np.float32)
+    # Per view (not the paper's metric): the share of the view's k nearest sources from another class than its source.
+    view_neighbours = knn.nearest(feats["view_condition"], feats["src_condition"], k_nn, device=device)
+    view_other_class = (labels[view_neighbours] != view_labels[:, None]).mean(axis=1).astype(np.float32)
     independent = (
         metrics.row_cosine(feats["view_scorer"], feats["src_scorer"][view_src_row]) if "view_scorer" in feats
         else np.full(len(view_src_row), np.nan, np.float32)
@@ -89,8 +95,8 @@ def build_tables(
             "sources": int(src_mask.sum()), "views": int(view_mask.sum()),
             "fid": _safe(metrics.frechet_distance, real, fake),
             "kid": kid_mean, "kid_std": kid_std,
-            "nn_corruption": mean(view_corruption[view_mask].astype(np.float64)),
-            "nn_corruption_sources": mean(src_corruption[src_mask].astype(np.float64)),
+            "nn_corruption": mean(src_corruption[src_mask].astype(np.float64)),
+            "view_nn_other_class": mean(view_other_class[view_mask].astype(np.float64)),
             "independent": mean(independent[view_mask].astype(np.float64)),
             "diversity": mean(diversity_of_src[src_mask].astype(np.float64)),
             "similarity": mean(similarity[view_mask]),
@@ -113,9 +119,35 @@ def build_tables(
             "label": pa.array(view_labels.tolist(), pa.string()),
             "similarity": pa.array(similarity, pa.float32(), from_pandas=True),
             "independent": pa.array(independent, pa.float32(), from_pandas=True),
-            "nn_corruption": pa.array(view_corruption, pa.float32()),
+            "view_nn_other_class": pa.array(view_other_class, pa.float32()),
             "diversity": pa.array(diversity_of_src[view_src_row], pa.float32(), from_pandas=True),
         },
         schema=tables.VIEWS_SCHEMA,
     )
-    return classes, views, overall
+    return classes, views, sources_table(feats, labels, src_corruption, src_neighbours, label_index), overall
+
+
+def sources_table(
+    feats: dict[str, np.ndarray], labels: np.ndarray, corruption: np.ndarray, neighbours: np.ndarray | None,
+    label_index: dict[int, int] | None,
+) -> pa.Table:
+    """Per source: its neighbourhood's NN corruption and its soft label (Eq. 2) over the store's label indices."""
+    src_ids = feats["source_id"]
+    index_of = label_index or {}
+    indices = np.asarray([-1 if (li := index_of.get(int(s))) is None else li for s in src_ids], dtype=np.int64)
+    if neighbours is None:
+        soft_idx = [np.zeros(0, np.int32)] * len(src_ids)
+        soft_w = [np.zeros(0, np.float32)] * len(src_ids)
+    else:
+        soft_idx, soft_w = soft_labels.soft_labels(neighbours, indices)
+    return pa.table(
+        {
+            "source_id": pa.array(src_ids, pa.int64()),
+            "label": pa.array(labels.tolist(), pa.string()),
+            "label_index": pa.array([int(i) if i >= 0 else None for i in indices], pa.int64()),
+            "nn_corruption": pa.array(corruption, pa.float32(), from_pandas=True),
+            "soft_label_index": pa.array([a.tolist() for a in soft_idx], pa.list_(pa.int32())),
+            "soft_label_weight": pa.array([a.tolist() for a in soft_w], pa.list_(pa.float32())),
+        },
+        schema=tables.SOURCES_SCHEMA,
+    )

@@ -25,6 +25,7 @@ from genview.datastore.reader import iter_shard
 from genview.datastore.store import Store
 from genview.pipeline.decode import decode_image
 from genview.quality import tables
+from genview.quality.reference import DEFAULT_FID_REFERENCE, reference_images
 
 
 @dataclasses.dataclass
@@ -34,6 +35,7 @@ class Networks:
     inception: Any  # genview.quality.inception.InceptionFeatures
     condition_embed: Callable[[torch.Tensor], torch.Tensor]  # uint8 [N,3,H,W] -> [N, D]
     scorer: Any | None = None  # genview.quality.scorer.IndependentScorer
+    fid_reference: str = DEFAULT_FID_REFERENCE  # how a source becomes FID's reference image (reference.py)
 
 
 def decode_rgb(data: bytes) -> torch.Tensor:
@@ -75,7 +77,7 @@ def extract_shard(store: Store, shard: int, networks: Networks) -> dict[str, Any
     for row in rows:
         by_key.setdefault(row["key"], []).append(row)
     src_images, src_ids, src_labels = [], [], []
-    view_images, view_src, view_idx = [], [], []
+    view_images, view_src, view_idx, view_size_of_src = [], [], [], []
     for key, members in iter_shard(store, shard):
         if key not in by_key:
             continue
@@ -97,6 +99,7 @@ def extract_shard(store: Store, shard: int, networks: Networks) -> dict[str, Any
             view_images.append(decode_rgb(members[suffix]))
             view_src.append(row["source_id"])
             view_idx.append(row["view"])
+        view_size_of_src.append(tuple(view_images[-1].shape[-2:]))
     arrays: dict[str, np.ndarray] = {
         "source_id": np.asarray(src_ids, dtype=np.int64),
         "label": np.asarray(src_labels, dtype=str),
@@ -105,7 +108,9 @@ def extract_shard(store: Store, shard: int, networks: Networks) -> dict[str, Any
         "view_shard": np.full(len(view_idx), shard, dtype=np.int32),
     }
     if src_images:
-        arrays["src_inception"] = networks.inception.embed(src_images).numpy()
+        # FID's reference: the source as the generator saw it, at its views' size (DA IC-GAN §4.1), unless asked otherwise.
+        reference = reference_images(src_images, view_size_of_src, networks.fid_reference)
+        arrays["src_inception"] = networks.inception.embed(reference).numpy()
         arrays["view_inception"] = networks.inception.embed(view_images).numpy()
         arrays["src_condition"] = _embed_condition(networks.condition_embed, src_images)
         arrays["view_condition"] = _embed_condition(networks.condition_embed, view_images)

@@ -1,4 +1,4 @@
-"""The maths of view quality on precomputed features: FID, KID, NN corruption, cosine, diversity.
+"""The maths of view quality on precomputed features: FID, KID, cosine, diversity (neighbourhoods: knn.py).
 
 FID and KID are torchmetrics' own (``FrechetInceptionDistance`` / ``KernelInceptionDistance`` fed
 precomputed features through a pass-through extractor), so the figures are the field's. One
@@ -11,7 +11,6 @@ CPU); the two agree to float64 rounding, which tests check against torchmetrics 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -95,34 +94,6 @@ def kernel_inception_distance(
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def nearest_sources(queries: np.ndarray, sources: np.ndarray, k: int, exclude_self: bool = False, chunk: int = 4096) -> np.ndarray:
-    """Return [Q, k] indices of each query's k nearest sources by cosine (IC-GAN's neighbourhoods)."""
-    q, s = _unit(queries), _unit(sources)
-    k = min(k, len(s) - (1 if exclude_self else 0))
-    if k < 1:
-        raise ValueError("nearest neighbours need at least one other source")
-    out = np.empty((len(q), k), dtype=np.int64)
-    for start in range(0, len(q), chunk):
-        sims = q[start : start + chunk] @ s.T
-        if exclude_self:
-            rows = np.arange(sims.shape[0])
-            sims[rows, rows + start] = -np.inf
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
-        out[start : start + chunk] = np.take_along_axis(part, order, axis=1)
-    return out
-
-
-def nn_corruption(
-    query_feats: np.ndarray, query_labels: Sequence, source_feats: np.ndarray, source_labels: Sequence, k: int, exclude_self: bool = False
-) -> np.ndarray:
-    """Return, per query, the share of its k nearest sources whose class differs from its own (DA IC-GAN §4.1)."""
-    neighbours = nearest_sources(query_feats, source_feats, k, exclude_self=exclude_self)
-    src = np.asarray(source_labels, dtype=object)
-    mine = np.asarray(query_labels, dtype=object)[:, None]
-    return (src[neighbours] != mine).mean(axis=1).astype(np.float32)
 
 
 def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -45,7 +45,9 @@ class QualityWorker:
         return self.identity
 
 
-def extract_on_ray(spec: Any, shards: list[int], identity: dict[str, Any], log: Callable[[str], None]) -> list[dict[str, Any]]:
+def extract_on_ray(
+    spec: Any, shards: list[int], identity: dict[str, Any], on_marker: Callable[[dict[str, Any]], None]
+) -> list[dict[str, Any]]:
     """Extract `shards` on Ray actors (spec.workers of them, or one per alive node); return their markers."""
     started = False
     if not ray.is_initialized():
@@ -72,8 +74,7 @@ def extract_on_ray(spec: Any, shards: list[int], identity: dict[str, Any], log: 
         markers = []
         for marker in ActorPool(actors).map_unordered(lambda actor, shard: actor.run.remote(shard), shards):
             markers.append(marker)
-            log(f"quality shard {marker['shard']:06d}: {marker['sources']} sources, {marker['views']} views, "
-                f"{marker['seconds']:.1f} s on pid {marker['pid']} ({len(markers)}/{len(shards)})")
+            on_marker(marker)
         return markers
     finally:
         for actor in actors:

@@ -7,7 +7,7 @@ import operator
 import re
 from typing import Any, Callable
 
-from genview.quality.tables import CLASS_METRICS
+from genview.quality.tables import CLASS_METRICS, METRIC_ALIASES
 
 #: DA IC-GAN (seed 004, App. B.2): classes with FID >= 150 are poorly modelled and get no generated views.
 DA_ICGAN_RULE = "fid>=150"
@@ -49,6 +49,7 @@ def parse_rules(text: str) -> list[Rule]:
                 f"({', '.join(NAMED_RULES)}); metrics: {', '.join(CLASS_METRICS)}"
             )
         metric, op, value = match.groups()
+        metric = METRIC_ALIASES.get(metric, metric)  # rules written for stores measured before the rename
         if metric not in CLASS_METRICS:
             raise ValueError(f"exclude rule {part.strip()!r}: unknown metric {metric!r}; metrics: {', '.join(CLASS_METRICS)}")
         try:

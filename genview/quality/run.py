@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow.compute as pc
 
 from genview.datastore.fs import write_atomic
@@ -18,6 +19,7 @@ from genview.quality import tables
 from genview.quality.defaults import DEFAULT_K_NN
 from genview.quality.aggregate import build_tables, concat_features
 from genview.quality.extract import Networks, extract_shard, load_features
+from genview.quality.reference import DEFAULT_FID_REFERENCE, FID_REFERENCES
 
 #: Settings whose change makes stored features stale (the networks that made them).
 FEATURE_IDENTITY = ("inception", "condition", "scorer")
@@ -35,12 +37,14 @@ class QualitySpec:
     encoder_weights: str | None = None
     k_nn: int = DEFAULT_K_NN
     fid_views: str = "one"
+    fid_reference: str = DEFAULT_FID_REFERENCE
     kid_subsets: int = 100
     device: str = "cpu"
     batch_size: int = 32
     overwrite: bool = False
     ray_address: str | None = None
     workers: int | None = None
+    progress: bool = True
 
 
 @dataclasses.dataclass
@@ -102,16 +106,18 @@ def load_networks(spec: QualitySpec, store_spec: dict[str, Any]) -> tuple[Networ
             print("note: unCLIP is conditioned on an OpenCLIP embedding; prefer --scorer dino for an independent score",
                   file=sys.stderr)
     identity = {
-        "inception": inception.weights.to_dict(),
+        # The reference preprocessing decides the stored source features as much as the weights do.
+        "inception": {**inception.weights.to_dict(), "reference": spec.fid_reference},
         "condition": {"model": store_spec["model"], **generator.weights.to_dict()},
         "scorer": {"spec": spec.scorer, **scorer.weights.to_dict()} if scorer else None,
     }
-    return Networks(inception=inception, condition_embed=generator.embed, scorer=scorer), identity
+    networks = Networks(inception=inception, condition_embed=generator.embed, scorer=scorer, fid_reference=spec.fid_reference)
+    return networks, identity
 
 
 def _what_counts(info: dict[str, Any] | None) -> dict[str, Any] | None:
     """The part of a network's record that decides its features: digest and kind, not the path it was read from."""
-    return None if info is None else {k: info.get(k) for k in ("sha256", "spec", "model")}
+    return None if info is None else {k: info.get(k) for k in ("sha256", "spec", "model", "reference")}
 
 
 def _check_identity(store: Store, identity: dict[str, Any], overwrite: bool) -> None:
@@ -150,6 +156,34 @@ def _write_settings(store: Store, settings: dict[str, Any]) -> None:
                  (json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+class _ShardProgress:
+    """Counts measured sources and views on genview's progress bar, and logs a line, as each shard is committed."""
+
+    def __init__(self, total: int, shards: int, enabled: bool, log: Callable[[str], None]):
+        from genview.pipeline.progress import JobProgress
+
+        self.shards, self.done, self.log = shards, 0, log
+        self.bar = JobProgress(total=total, initial=0, desc="quality", enabled=enabled)
+
+    def __call__(self, marker: dict[str, Any]) -> None:
+        self.done += 1
+        self.bar.sources_done(marker["sources"], marker["views"], 0, shard=marker["shard"])
+        self.bar.bar.set_postfix(shards=f"{self.done}/{self.shards}", views=self.bar.views, refresh=False)
+        where = f" on pid {marker['pid']}" if "pid" in marker else ""
+        self.log(f"quality shard {marker['shard']:06d}: {marker['sources']} sources, {marker['views']} views, "
+                 f"{marker['seconds']:.1f} s{where} ({self.done}/{self.shards})")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _shard_progress(sources: Any, todo: list[int], enabled: bool, log: Callable[[str], None]) -> _ShardProgress:
+    """The one progress display of a quality run: sources to measure in the shards still to do."""
+    shard_of = sources.column("shard").to_numpy(zero_copy_only=False)
+    total = int(np.isin(shard_of, np.asarray(todo, dtype=shard_of.dtype)).sum()) if todo else 0
+    return _ShardProgress(total, len(todo), enabled, log)
+
+
 def measure_quality(
     spec: QualitySpec, networks: tuple[Networks, dict[str, Any]] | None = None, log: Callable[[str], None] | None = None
 ) -> QualityReport:
@@ -159,9 +193,14 @@ def measure_quality(
     header = store.read_header()
     if spec.k_nn < 1:
         raise ValueError(f"--k-nn must be >= 1, got {spec.k_nn}")
+    if spec.fid_reference not in FID_REFERENCES:
+        raise ValueError(f"--fid-reference must be one of {', '.join(FID_REFERENCES)}, got {spec.fid_reference!r}")
     if spec.workers is not None and spec.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {spec.workers}")
     nets, identity = networks or load_networks(spec, header["spec"])
+    # The spec decides how sources become FID's reference, also for networks loaded elsewhere (tests, Ray actors).
+    nets = dataclasses.replace(nets, fid_reference=spec.fid_reference)
+    identity = {**identity, "inception": {**identity["inception"], "reference": spec.fid_reference}}
     for name, info in identity.items():
         if info and info.get("random_init"):
             log(f"WARNING: the {name} network ({info['id']}) has RANDOM weights: its figures do not measure view quality")
@@ -169,39 +208,42 @@ def measure_quality(
     for name in (tables.DONE_DIR, tables.FEATURES_DIR):  # a no-op on object stores
         store.fs.makedirs(tables.quality_path(store.root, name), exist_ok=True)
     settings = {
-        "networks": identity, "k_nn": spec.k_nn, "fid_views": spec.fid_views, "kid_subsets": spec.kid_subsets,
+        "networks": identity, "k_nn": spec.k_nn, "fid_views": spec.fid_views, "fid_reference": spec.fid_reference,
+        "kid_subsets": spec.kid_subsets,
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "complete": False,
     }
     _write_settings(store, settings)
     start = time.perf_counter()
     store_done = sorted(store.done_shards())
     todo = [s for s in store_done if s not in quality_done_shards(store)]
-    if todo and (spec.ray_address or spec.workers):
-        from genview.quality.ray_runner import extract_on_ray
+    sources = store.read_sources().select(["source_id", "label_index", "shard"])
+    progress = _shard_progress(sources, todo, spec.progress, log)
+    try:
+        if todo and (spec.ray_address or spec.workers):
+            from genview.quality.ray_runner import extract_on_ray
 
-        extract_on_ray(spec, todo, identity, log)
-    else:
-        from genview.console_progress import progress_bar
-
-        # Views to measure, from the done markers: the bar counts views (ETA by views, not shards).
-        total = sum(int(store.read_stats(shard).get("views", 0)) for shard in todo)
-        with progress_bar(total, "quality: features", "views") as bar:
-            for i, shard in enumerate(todo):
-                marker = extract_shard(store, shard, nets)
-                bar.update(int(marker["views"]))
-                log(f"quality shard {shard:06d}: {marker['sources']} sources, {marker['views']} views, "
-                    f"{marker['seconds']:.1f} s ({i + 1}/{len(todo)})")
+            extract_on_ray(spec, todo, identity, progress)
+        else:
+            for shard in todo:
+                progress(extract_shard(store, shard, nets))
+    finally:
+        progress.close()
     feats = concat_features([load_features(store, s) for s in store_done])
     manifest = store.manifest(columns=["source_id", "view", "similarity", "status"])
     manifest = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
-    log(f"quality: building the tables over {len(store_done)} shards (nearest neighbours, FID, KID)")
-    tables_start = time.perf_counter()
-    classes, views, overall = build_tables(feats, manifest, spec.k_nn, spec.fid_views, spec.kid_subsets)
-    log(f"quality: tables built in {time.perf_counter() - tables_start:.1f} s")
+    log(f"quality: neighbourhoods and per-class tables over {len(feats['source_id'])} sources, "
+        f"{len(feats['view_source_id'])} views")
+    label_index = dict(zip(sources.column("source_id").to_pylist(), sources.column("label_index").to_pylist()))
+    classes, views, per_source, overall = build_tables(
+        feats, manifest, spec.k_nn, spec.fid_views, spec.kid_subsets, label_index=label_index, device=spec.device
+    )
     write_atomic(store.fs, tables.quality_path(store.root, tables.VIEWS_FILE), tables.table_bytes(views))
+    write_atomic(store.fs, tables.quality_path(store.root, tables.SOURCES_FILE), tables.table_bytes(per_source))
     write_atomic(store.fs, tables.quality_path(store.root, tables.CLASSES_FILE), tables.table_bytes(classes))
     planned = store.num_shards()
+    known = [i for i in label_index.values() if i is not None and i >= 0]
     settings.update(
+        num_classes=max(known) + 1 if known else 0,  # the length of a dense soft label (label_index 0..C-1)
         complete=len(store_done) == planned, shards_measured=len(store_done), shards_planned=planned,
         overall={k: v for k, v in overall.items() if k not in ("scope", "label")},
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -16,6 +16,7 @@ from genview.trainer_client.progress import consumed_per_worker, worker_batches
 from genview.trainer_client.runtime import SharedEpoch, resolve_rank
 from genview.trainer_client.samples import CorruptSampleError, RawSample
 from genview.trainer_client.splitting import DEFAULT_EVEN_RANKS, EVEN_RANKS, plan_positions, rank_length, worker_lengths
+from genview.trainer_client.soft_labels import LABEL_MODES, SoftLabels
 from genview.trainer_client.store_index import CorruptShardError, StoreFormatError, StoreIndex, shard_name
 
 ON_CORRUPT = ("raise", "warn")
@@ -69,6 +70,8 @@ class GenViewDataset(IterableDataset):
         allow_partial: train on a store with fewer done shards than genview.json plans (warns with
             the counts); by default such a store (an unfinished job, an interrupted pull) is refused.
         index_cache: parquet file caching the byte index (rebuilt when the shards change).
+        labels: "hard" (the sample's ``label_index`` only) or "soft": also ``soft_label``, DA IC-GAN's Eq. 2
+            label of generated images from the store's quality tables (see ``soft_labels``).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class GenViewDataset(IterableDataset):
         storage_options: dict[str, Any] | None = None,
         allow_partial: bool = False,
         index_cache: str | None = None,
+        labels: str = "hard",
     ):
         super().__init__()
         self.index = store if isinstance(store, StoreIndex) else StoreIndex(store, storage_options)
@@ -118,6 +122,9 @@ class GenViewDataset(IterableDataset):
         self._rank_arg = (rank, world_size)
         resolve_rank(rank, world_size)  # validate explicit values now
         self._frozen_rank: tuple[int, int] | None = None
+        if labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}")
+        self.soft_labels = SoftLabels(self.index) if labels == "soft" else None
         self._epoch = SharedEpoch(epoch)
         self._reader: SampleReader | None = None
         self._warned_uneven = False
@@ -273,7 +280,7 @@ class GenViewDataset(IterableDataset):
             except CorruptSampleError as exc:
                 self._corrupt(exc, f"skipping sample {sample.key}")
                 continue
-            yield out
+            yield out if self.soft_labels is None else self.soft_labels.attach(out, sample.source_id, sample.label_index)
 
     def raw_samples(self, positions: np.ndarray | None = None) -> Iterator[RawSample]:
         """Yield the parsed (still encoded) samples at these store positions (default: this rank's epoch), in order."""

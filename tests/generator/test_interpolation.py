@@ -86,3 +86,19 @@ def test_interpolation_rows_order_and_validation():
         interpolate(a, b, 0.5, mode="cubic")
     with pytest.raises(ValueError, match="equal shapes"):
         slerp(a, b[:1], 0.5)
+
+
+def test_one_interpolation_default_everywhere():
+    import inspect
+
+    from genview.generator import interpolation
+    from genview.pipeline import GenerateSpec
+    from genview.pipeline.shard import ViewSettings
+
+    assert interpolation.DEFAULT_MODE == "lerp"  # Gen-SIS 9.4: "linearly-interpolated synthetic images"
+    for fn in (interpolation.interpolate, interpolation.interpolation_rows):
+        assert inspect.signature(fn).parameters["mode"].default == "lerp"
+    assert GenerateSpec.model_fields["interpolation"].default == "lerp"
+    assert ViewSettings.__dataclass_fields__["interpolation"].default == "lerp"
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]])
+    assert torch.equal(interpolation.interpolate(a, b, 0.25), interpolation.lerp(a, b, 0.25))

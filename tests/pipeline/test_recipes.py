@@ -37,6 +37,16 @@ def test_genssl_unclip_is_the_released_script():
     assert "image_size" not in spec.params  # not passed by the script: the native 768 px
     # "we generate 10 images per each image in the ImageNet training set offline" (Sec. 4)
     assert spec.k == 10 and spec.best_of == 1 and not spec.interpolate
+    # --img_size 224: a bilinear resize; img.save(path) with no quality: PIL's JPEG default 75
+    assert spec.resize_filter == "bilinear" and spec.quality == 75 and spec.format == "jpg"
+    recipe = get_recipe("genssl-unclip")
+    # One generator per run, consumed across batches: the same distribution, never the same pixels.
+    assert "in distribution, not per pixel" in recipe.summary and "exactly" not in recipe.summary
+    assert any("in distribution, not per pixel" in line for line in recipe.silent)
+    assert any("--img_size" in line for line in recipe.cited) and not any("img_save_size" in c for c in recipe.cited)
+    assert any("noise order" in line for line in recipe.silent)
+    # Flags still win over the recipe.
+    assert resolved("genssl-unclip", quality=90, resize_filter="bicubic").quality == 90
 
 
 def test_genssl_icgan_samples_as_its_code_without_the_keep_last_bug():
@@ -44,8 +54,8 @@ def test_genssl_icgan_samples_as_its_code_without_the_keep_last_bug():
     # config.truncation = 0.7, stochastic_truncation False; noise = truncnorm.rvs(-2*0.7, 2*0.7)
     assert spec.model == "icgan"
     assert spec.params == {"truncation": 0.7, "truncation_mode": "truncated"}
-    # pil_img.thumbnail((224, 224)); 10 views per image
-    assert spec.view_size == 224 and spec.k == 10
+    # pil_img.thumbnail((224, 224)) (bicubic); 10 views per image; saved with PIL's default JPEG quality 75
+    assert spec.view_size == 224 and spec.k == 10 and spec.resize_filter == "bicubic" and spec.quality == 75
     # num_samples = 16 drawn, only the last kept: a bug, not a selection -> one draw per view, no best-of
     assert spec.best_of == 1
     assert any("16" in line and "bug" in line for line in get_recipe("genssl-icgan").silent)
@@ -66,6 +76,11 @@ def test_daicgan_fake_in_is_best_of_20():
     # footnote 4: "for each IN image we generate a set of 20 samples, from which we chose the one most similar"
     spec = resolved("daicgan-fake-in")
     assert (spec.model, spec.k, spec.best_of, spec.params["truncation"]) == ("icgan", 1, 20, 0.8)
+    # "Fake-IN CC: containing 50K images generated with the CC-IC-GAN conditioned on the IN validation set"
+    cc = resolved("daicgan-fake-in-cc")
+    assert (cc.model, cc.k, cc.best_of, cc.params["truncation"], cc.params["truncation_mode"]) == \
+        ("cc-icgan", 1, 20, 1.0, "scaled")
+    assert "daicgan-fake-in-cc" in get_recipe("daicgan-fake-in").table  # the hint names a recipe that runs
 
 
 def test_gensis_imagenet():
@@ -91,10 +106,21 @@ def test_gensis_pathology():
     assert interp.pair_across == "slide" and interp.interpolation == "lerp"
     assert interp.params["guidance_scale"] == 1.75
     assert any("slide" in line for line in get_recipe("gensis-pathology-interp").silent)
+    # The paper's other sentence: "one generative augmentation and one interpolated augmentation for each image"
+    assert any("one interpolated augmentation for each image" in line for line in get_recipe("gensis-pathology-interp").silent)
+
+
+def test_eldm_recipes_list_genviews_own_choices_as_genviews():
+    for name in ("gensis-imagenet", "gensis-imagenet-interp", "gensis-pathology", "gensis-pathology-interp"):
+        recipe = get_recipe(name)
+        own = " ".join(line for line in recipe.silent if line.startswith("genview's choice, not the paper's"))
+        for choice in ("dropout 0.1", "zero embedding", "ONE cross-attention token", "EMA decay 0.9999", "ffhq-ldm-vq-4"):
+            assert choice in own, (name, choice)
+        assert not any(choice in line for line in recipe.cited for choice in ("0.9999", "dropout"))
 
 
 def test_every_recipe_is_tested_and_documented():
-    tested = {"genssl-unclip", "genssl-icgan", "daicgan-icgan", "daicgan-cc-icgan", "daicgan-fake-in",
+    tested = {"genssl-unclip", "genssl-icgan", "daicgan-icgan", "daicgan-cc-icgan", "daicgan-fake-in", "daicgan-fake-in-cc",
               "gensis-imagenet", "gensis-imagenet-interp", "gensis-pathology", "gensis-pathology-interp"}
     assert set(RECIPES) == tested
     for recipe in RECIPES.values():
@@ -186,6 +212,7 @@ def test_genssl_unclip_recipe_runs_on_a_tiny_model_and_records_its_settings(tmp_
     assert params["dtype"] == "float32"  # the recipe's fp16 is a CUDA setting: the CPU ran (and records) float32
     rows = Store(str(out)).manifest().to_pylist()
     assert len(rows) == 12 and {(r["width"], r["height"]) for r in rows} == {(24, 24)}
+    assert spec["resize_filter"] == "bilinear" and spec["quality"] == 75
 
 
 def test_malformed_input_with_a_recipe_is_a_validation_error():
@@ -196,3 +223,28 @@ def test_malformed_input_with_a_recipe_is_a_validation_error():
     assert any(err["loc"] == ("params",) for err in info.value.errors())
     with pytest.raises(ValidationError, match="is for model 'icgan', not 'unclip'"):
         GenerateSpec(source="s", out="o", recipe="daicgan-icgan", model="unclip", weights="w")
+
+
+def test_resize_filter_is_pils_antialiased_kernel():
+    """--resize-filter bilinear is what the unCLIP script's PIL resize did; bicubic (the default) is PIL's bicubic."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from genview.pipeline.encode import encode_view, resize_views
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    batch = torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
+    out = {}
+    for name, pil_filter in (("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)):
+        ours = resize_views(batch, 24, name)[0].permute(1, 2, 0).numpy().astype(int)
+        pil = np.asarray(Image.fromarray(pixels).resize((24, 24), pil_filter)).astype(int)
+        assert np.abs(ours - pil).max() <= 1, name
+        data, width, height = encode_view(pixels, "png", size=24, resize_filter=name)
+        assert (width, height) == (24, 24)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pil.astype(np.uint8))
+        out[name] = ours
+    assert not np.array_equal(out["bilinear"], out["bicubic"])

@@ -19,10 +19,10 @@ from genview.datastore.store import Store
 _WRITER_FIELDS = {"shard", "tar", "tar_bytes", "tar_sha256", "samples"}
 
 
-def jpeg(img: Image.Image) -> bytes:
-    """Encode an RGB image as JPEG bytes."""
+def jpeg(img: Image.Image, quality: int = 95) -> bytes:
+    """Encode an RGB image as JPEG bytes (at quality 100 without chroma subsampling: as close to lossless as JPEG gets)."""
     buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=95)
+    img.save(buffer, format="JPEG", quality=quality, **({"subsampling": 0} if quality == 100 else {}))
     return buffer.getvalue()
 
 
@@ -31,7 +31,9 @@ def noise_view(rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
-def rewrite_views(url: str, label: str, make_view: Callable[[Image.Image, int, int], Image.Image]) -> int:
+def rewrite_views(
+    url: str, label: str, make_view: Callable[[Image.Image, int, int], Image.Image], quality: int = 95
+) -> int:
     """Replace every view of class `label` by make_view(source image, source id, view); return views replaced."""
     store = Store(url)
     replaced = 0
@@ -49,7 +51,7 @@ def rewrite_views(url: str, label: str, make_view: Callable[[Image.Image, int, i
                 if row is None or row["label"] != label:
                     continue
                 size = Image.open(io.BytesIO(members[name])).size[0]
-                members[name] = jpeg(make_view(source, row["source_id"], row["view"]).resize((size, size)))
+                members[name] = jpeg(make_view(source, row["source_id"], row["view"]).resize((size, size)), quality)
                 row["bytes"] = len(members[name])
                 replaced += 1
             writer.write_sample(key, members)

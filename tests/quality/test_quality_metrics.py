@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from genview.quality import metrics
+from genview.quality import knn, metrics, soft_labels
 from genview.quality.rules import DA_ICGAN_RULE, excluded_labels, parse_rules
 
 
@@ -55,17 +55,43 @@ def test_kid_matches_direct_unbiased_mmd():
     assert metrics.kernel_inception_distance(big, fake, subsets=5) == metrics.kernel_inception_distance(big, fake, subsets=5)
 
 
-def test_nn_corruption_counts_other_class_neighbours():
-    sources = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
-    labels = ["a", "a", "b", "b"]
-    views = np.array([[1, 0.05], [0.05, 1], [1, 0.02]], dtype=np.float32)
-    view_labels = ["a", "b", "b"]  # the third view sits among class a's sources: fully corrupted
-    got = metrics.nn_corruption(views, view_labels, sources, labels, k=2)
-    np.testing.assert_allclose(got, [0.0, 0.0, 1.0])
-    # k=3 takes one neighbour from the other class for everyone
-    np.testing.assert_allclose(metrics.nn_corruption(views, view_labels, sources, labels, k=3), [1 / 3, 1 / 3, 2 / 3])
-    # A source's own neighbourhood, itself left out
-    np.testing.assert_allclose(metrics.nn_corruption(sources, labels, sources, labels, k=1, exclude_self=True), [0, 0, 0, 0])
+def test_nn_corruption_counts_other_class_neighbours_of_each_datapoint():
+    # DA IC-GAN §4.1: the share of each datapoint's neighbourhood (itself left out, as ic_gan does) from another class.
+    sources = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.8, 0.2]], dtype=np.float32)
+    labels = np.array(["a", "a", "b", "b", "b"], dtype=object)  # the last "b" sits among the a's
+    neighbours = knn.nearest(sources, sources, k=2, exclude_self=True)
+    assert [set(row) for row in neighbours.tolist()] == [{1, 4}, {0, 4}, {3, 4}, {2, 4}, {1, 0}]
+    np.testing.assert_allclose(soft_labels.nn_corruption(neighbours, labels), [0.5, 0.5, 0.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_blocked_knn_equals_brute_force_across_block_edges(exclude_self):
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(53, 6)).astype(np.float32)
+    queries = base if exclude_self else rng.normal(size=(37, 6)).astype(np.float32)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sims = unit(queries) @ unit(base).T
+    if exclude_self:
+        np.fill_diagonal(sims, -np.inf)
+    expected = np.argsort(-sims, axis=1, kind="stable")[:, :7]
+    got = knn.nearest(queries, base, 7, exclude_self=exclude_self, query_block=8, source_block=5)
+    np.testing.assert_array_equal(got, expected)
+    assert knn.nearest(queries, base, 7, exclude_self=exclude_self).tolist() == got.tolist()
+    with pytest.raises(ValueError, match="at least one other source"):
+        knn.nearest(base[:1], base[:1], 3, exclude_self=True)
+
+
+def test_soft_labels_are_eq2_over_the_neighbourhood():
+    # y_soft_i = 1/k sum_{j in A_i} y_j: neighbours with labels (0, 0, 2) -> 2/3 on class 0, 1/3 on class 2.
+    neighbours = np.array([[1, 2, 3], [0, 2, 3]])
+    label_index = np.array([0, 0, 0, 2])
+    indices, weights = soft_labels.soft_labels(neighbours, label_index)
+    assert [i.tolist() for i in indices] == [[0, 2], [0, 2]]
+    np.testing.assert_allclose(weights[0], [2 / 3, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(soft_labels.dense(indices[0], weights[0], 4), [2 / 3, 0, 1 / 3, 0], rtol=1e-6)
+    # An unlabelled neighbour keeps its 1/k share out of every class.
+    idx, w = soft_labels.soft_labels(np.array([[1, 2]]), np.array([0, -1, 1]))
+    assert idx[0].tolist() == [1] and w[0].tolist() == [0.5]
 
 
 def test_cosine_and_diversity():

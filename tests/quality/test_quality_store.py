@@ -24,7 +24,9 @@ def test_poor_class_has_higher_fid_kid_corruption_and_lower_independent_score(me
     assert (good["sources"], good["views"], overall["views"]) == (4, 4 * K, 8 * K)
     assert poor["fid"] > 10 * good["fid"]
     assert poor["kid"] > good["kid"]
-    assert poor["nn_corruption"] > good["nn_corruption"]
+    assert poor["view_nn_other_class"] > good["view_nn_other_class"]
+    # DA IC-GAN's NN corruption describes the sources' neighbourhoods, whatever the views are.
+    assert 0.0 <= good["nn_corruption"] <= 1.0 and 0.0 <= poor["nn_corruption"] <= 1.0
     assert poor["independent"] < good["independent"]
     # DA IC-GAN's rule (FID >= 150) drops the noise class only, on these (random-weight) figures.
     assert poor["fid"] >= 150 > good["fid"]
@@ -48,7 +50,7 @@ def test_store_records_networks_digests_and_random_flags(measured, quality_weigh
         by_label.setdefault(row["label"], []).append(row)
     # Faithful views score ~1 under the independent encoder; noise views do not.
     assert min(r["independent"] for r in by_label[GOOD]) > max(r["independent"] for r in by_label[POOR])
-    assert all(0.0 <= r["nn_corruption"] <= 1.0 for r in views.to_pylist())
+    assert all(0.0 <= r["view_nn_other_class"] <= 1.0 for r in views.to_pylist())
 
 
 def test_trainer_client_excludes_by_the_stores_own_tables(measured):
@@ -59,7 +61,7 @@ def test_trainer_client_excludes_by_the_stores_own_tables(measured):
     for src in sources:
         assert eligible.views(src["source_id"]) == (() if src["label"] == POOR else tuple(range(K)))
     # Any stored metric and threshold
-    by_corruption = eligible_views(index, ViewFilter(exclude=f"nn_corruption>={rows[POOR]['nn_corruption']}"))
+    by_corruption = eligible_views(index, ViewFilter(exclude=f"view_nn_other_class>={rows[POOR]['view_nn_other_class']}"))
     assert not any(by_corruption.views(s["source_id"]) for s in sources if s["label"] == POOR)
     # min_similarity on the independent score: the noise views fall below the faithful ones' floor.
     floor = min(r["independent"] for r in pq.read_table(store / "quality" / "views.parquet").to_pylist() if r["label"] == GOOD)
@@ -90,7 +92,7 @@ def test_inspect_and_preview_order_by_quality(measured, capsys, tmp_path):
     assert [r["label"] for r in summary["quality"]["classes"]] == [POOR, GOOD]
     from genview.datastore.preview import quality_badness
 
-    bad = quality_badness(Store(str(store)), "nn_corruption")
+    bad = quality_badness(Store(str(store)), "view_nn_other_class")
     labels = {s["source_id"]: s["label"] for s in StoreIndex(str(store)).sources(columns=["source_id", "label"]).to_pylist()}
     worst_first = sorted(bad, key=bad.get, reverse=True)
     assert labels[worst_first[0]] == POOR
