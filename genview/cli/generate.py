@@ -9,6 +9,7 @@ import sys
 
 # Only light imports at module level: `genview --help` builds every verb's parser. The pipeline
 # (torch) is imported by the handler.
+from genview.cli.generate_checks import flag_problems
 from genview.generator.registry import model_names
 from genview.recipes import apply_recipe, recipe_names  # torch-free
 
@@ -142,10 +143,6 @@ def _report(exc: Exception) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `genview generate`: flags given explicitly, over the recipe's values, over the spec defaults."""
-    from pydantic import ValidationError
-
-    from genview.pipeline import GenerateSpec, generate
-
     params = dict(args.param)
     if args.truncation is not None:
         params["truncation"] = args.truncation
@@ -157,15 +154,26 @@ def run(args: argparse.Namespace) -> int:
         _report(exc)
         return 2
     if not given.get("model"):
-        print("genview generate: --model is required (or give --recipe NAME; see `genview recipes list`)", file=sys.stderr)
+        print("genview generate: error: --model is required (or give --recipe NAME; see `genview recipes list`)", file=sys.stderr)
+        return 2
+    problems = flag_problems(given)
+    if problems:  # all of them at once, before pydantic and the model stack are imported
+        for problem in problems:
+            print(f"genview generate: error: {problem}", file=sys.stderr)
         return 2
     given.setdefault("k", 10)
     given["out"] = args.out or default_out(args.source, given.get("recipe") or given["model"], given["k"])
+    from pydantic import ValidationError
+
+    from genview.pipeline.spec import GenerateSpec
+
     try:
         spec = GenerateSpec(**given)
     except ValidationError as exc:
         _report(exc)
         return 2
+    from genview.pipeline import generate
+
     if spec.recipe:
         print(f"recipe {spec.recipe}: model {spec.model}, k {spec.k}, params {spec.params}"
               + (f", view_size {spec.view_size}" if spec.view_size else "")

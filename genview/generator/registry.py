@@ -62,3 +62,10 @@ def get_generator_class(name: str) -> type[ViewGenerator]:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(model_names())}") from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def weights_required(model: str) -> str:
+    """The error for a job without weights (the CLI's flag check and the loader say the same)."""
+    return (f"--weights is required for --model {model}: give the checkpoint directory "
+            f"(see `genview models --help`), or make random test weights with "
+            f"`genview models init {model} --preset tiny --out DIR`")

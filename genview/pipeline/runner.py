@@ -18,7 +18,7 @@ from genview.datastore.sources import assign_shards, class_conditional_label_ind
 from genview.datastore.store import Store, StoreError, spec_differences
 from genview.datastore.verify import quick_check_shard, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
-from genview.generator.registry import get_generator_class
+from genview.generator.registry import get_generator_class, weights_required
 from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
 from genview.pipeline.progress import JobProgress, LiveProgressFile
 from genview.pipeline.shard import ViewSettings
@@ -72,11 +72,7 @@ def load_generator(spec: GenerateSpec) -> ViewGenerator:
     """Load the spec's model from its weights, with a clear error when weights are not given."""
     cls = get_generator_class(spec.model)
     if not spec.weights:
-        raise WeightsNotFoundError(
-            f"--weights is required for --model {spec.model}: give the checkpoint directory "
-            f"(see `genview models --help`), or make random test weights with "
-            f"`genview models init {spec.model} --preset tiny --out DIR`"
-        )
+        raise WeightsNotFoundError(weights_required(spec.model))
     kwargs: dict[str, Any] = dict(spec.params)
     if spec.encoder_weights:
         kwargs["encoder_weights"] = spec.encoder_weights

@@ -74,7 +74,7 @@ def test_default_out_is_named_after_source_model_and_k(tmp_path, image_folder, t
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--k", "0"], "--k: Input should be greater than or equal to 1"),
+        (["--k", "0", "--weights", "w"], "--k: Input should be greater than or equal to 1"),
         ([], "--weights is required"),
     ],
 )
