@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -145,3 +146,10 @@ def test_a_model_verb_without_torch_says_what_is_missing():
     result = run_genview_without({"torch"}, ["models", "init", "icgan", "--out", "/nonexistent/w"], timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "genview models: error: No module named 'torch'" in result.stderr and "dependencies" in result.stderr
+
+
+def test_every_option_of_every_verb_has_help():
+    missing = [f"{name} {'/'.join(action.option_strings) or action.dest}"
+               for name, parser in all_parsers(build_parser()) for action in parser._actions
+               if not (action.help or "").strip() and not isinstance(action, argparse._SubParsersAction)]
+    assert missing == []
