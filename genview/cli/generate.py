@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import posixpath
 import sys
@@ -116,6 +117,7 @@ def add_parsers(sub, formatter) -> None:
                    help="on a rerun, check each done shard's sha256 against its marker (reads every tar) before "
                    "trusting it; without it only size and member count are checked. Damaged shards are redone")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the job summary as JSON (notes and progress go to stderr)")
     p.add_argument("--live-progress", action="store_true",
                    help="while shards run, keep OUT/_progress.json up to date (the job service reads it)")
     p.set_defaults(handler=run)
@@ -178,8 +180,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"recipe {spec.recipe}: model {spec.model}, k {spec.k}, params {spec.params}"
               + (f", view_size {spec.view_size}" if spec.view_size else "")
               + (f", best_of {spec.best_of}" if spec.best_of > 1 else "")
-              + (f", alphas {spec.alphas}, pair_across {spec.pair_across}" if spec.interpolate else ""))
+              + (f", alphas {spec.alphas}, pair_across {spec.pair_across}" if spec.interpolate else ""),
+              file=sys.stderr if args.json else sys.stdout)
     summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress, check_hashes=args.check_hashes,
                        live_progress=args.live_progress)
-    print(summary)
+    print(json.dumps(dataclasses.asdict(summary), indent=2) if args.json else summary)
     return 0

@@ -129,6 +129,12 @@ class Store:
         self.fs.makedirs(self.root, exist_ok=True)
         write_atomic(self.fs, self.path(layout.SPEC_FILE), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
 
+    def update_spec(self, **fields: Any) -> None:
+        """Rewrite genview.json with these spec fields set; the rest of the header stays as it is."""
+        header = self.read_header()
+        header["spec"].update(fields)
+        write_atomic(self.fs, self.path(layout.SPEC_FILE), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
+
     def clear(self) -> None:
         """Delete every store part (for --overwrite); other files in the folder are left alone."""
         for name in (layout.SPEC_FILE, layout.SOURCES_FILE, *_SHARD_DIRS, layout.QUALITY_DIR):

@@ -166,6 +166,17 @@ def _plan(spec: GenerateSpec) -> tuple[pa.Table, dict[str, Any]]:
     return sources, facts
 
 
+def _record_recipe(store: Store, recorded: str | None, asked: str | None) -> None:
+    """A recipe run resuming a store of the same values: the store records the recipe (or says why it does not)."""
+    if not asked or asked == recorded:
+        return
+    if recorded is None:
+        store.update_spec(recipe=asked)  # the store holds exactly the recipe's views: say so from now on
+    else:
+        print(f"genview: {store.url} records recipe {recorded}; {asked} has the same values and resumes it, "
+              f"but the store keeps naming {recorded}", file=sys.stderr)
+
+
 def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool = False) -> tuple[Store, Any]:
     """Create the store or reopen it for resume; refuse a store made with a different spec or listing."""
     store = Store(spec.out)
@@ -186,6 +197,7 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
                 + "\n".join(diff)
                 + "\nrerun with the same settings to resume it, or pass --overwrite to start over"
             )
+        _record_recipe(store, header["spec"].get("recipe"), identity.get("recipe"))
         store.prepare_dirs()
         if store.fs.exists(store.path(layout.SOURCES_FILE)):
             return store, store.read_sources()
