@@ -36,3 +36,12 @@ def test_client_output_into_a_closed_pipe_is_quiet(service, argv):
     stderr = proc.stderr.read()
     assert proc.wait(timeout=60) == 141, stderr  # what a shell reports for a writer ended by SIGPIPE
     assert stderr == "", stderr
+
+
+def test_the_demo_folder_is_git_ignored():
+    # `genview demo` (the README's quick start) writes genview-demo/ into the clone.
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(["git", "-C", str(repo), "check-ignore", "-q", "genview-demo/preview.png"], timeout=60)
+    assert result.returncode == 0, "genview-demo/ is not in .gitignore"
