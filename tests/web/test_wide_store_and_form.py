@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 import time
 
 import httpx
@@ -92,6 +94,12 @@ def test_the_form_asks_only_what_the_service_takes(service):
         assert state == "succeeded", client.get(f"/v1/jobs/{job_id}/logs").text
         fragment = client.get(f"/ui/jobs/{job_id}").text
     assert 'id="random-weights"' in fragment and "not from a trained model" in fragment
+    # `genview status JOB --json | head -0`: the reader is gone before genview writes; no "Broken pipe".
+    proc = subprocess.Popen([sys.executable, "-m", "genview.cli.main", "status", job_id, "--json", "--server", service.url,
+                             "--token", TOKEN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and stderr == "", stderr
 
 
 def test_an_operator_who_allows_workers_gets_the_field():
