@@ -113,8 +113,8 @@ def main() -> None:
         urls = shard_pattern(str(tmp / "store"), shards)
         loader_kw = dict(batch_size=args.batch_size, num_workers=args.workers)
 
-        client = GenViewDataset(str(tmp / "store"), SinglePolicy(p=0.0, transform=transform), shuffle_buffer=256)
-        pairs = GenViewDataset(str(tmp / "store"), PairPolicy(p=1.0, transforms=(transform, transform)), shuffle_buffer=256)
+        client = GenViewDataset(str(tmp / "store"), SinglePolicy(p=0.0, transform=transform))
+        pairs = GenViewDataset(str(tmp / "store"), PairPolicy(p=1.0, transforms=(transform, transform)))
         folder = datasets.ImageFolder(str(tmp / "images"), transform=transform, loader=lambda p: decode(Path(p).read_bytes()))
         bare = (
             wds.WebDataset(urls, shardshuffle=False, empty_check=False)

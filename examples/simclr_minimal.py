@@ -57,7 +57,7 @@ def train(
 ) -> list[float]:
     """Train SimCLR on the store; return the mean loss of each epoch."""
     torch.manual_seed(seed)
-    dataset = GenViewDataset(store, PairPolicy(p=p, strategy=strategy, preset="simclr", crop_size=crop_size), seed=seed, shuffle_buffer=64)
+    dataset = GenViewDataset(store, PairPolicy(p=p, strategy=strategy, preset="simclr", crop_size=crop_size), seed=seed)
     # dataset.loader: workers hand out whole batches, so drop_last drops at most one partial batch.
     loader = dataset.loader(batch_size, num_workers=num_workers, drop_last=True)
     model = TinyResNet()

@@ -17,6 +17,7 @@ from genview.api.executors import Executor, make_executor
 from genview.api.metrics import MetricsMiddleware, RequestMetrics
 from genview.api.progress import ProgressReader
 from genview.api.reconcile import Dispatcher
+from genview.api.schemas import enable_models
 from genview.api.routers import health, jobs, models
 from genview.api.security import Authenticator
 from genview.api.service import AppContext
@@ -35,6 +36,7 @@ under its output roots.
 def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
     """Build the service for `settings` (default: from GENVIEW_* variables and the settings file)."""
     settings = settings or load_settings()
+    enable_models(settings.enabled_models)  # before any request body is parsed (JobCreate checks the model first)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,7 +48,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         progress = ProgressReader(settings.progress_cache_seconds)
         runner = executor or make_executor(settings)
         dispatcher = Dispatcher(sessions, runner, progress, settings.max_running_jobs,
-                                settings.reconcile_interval, settings.cancel_grace_seconds, settings.replica_name)
+                                settings.reconcile_interval, settings.cancel_grace_seconds, settings.replica_name,
+                                model_roots=settings.canonical_model_roots())
         # Before the first request: find jobs an earlier service process left running.
         await run_in_threadpool(dispatcher.run_once)
         status_cache = StatusCache(settings.status_cache_seconds)

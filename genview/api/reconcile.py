@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Sequence
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,8 +31,11 @@ class Dispatcher:
     """Moves jobs through queued -> running -> terminal states; one pass at a time."""
 
     def __init__(self, sessions: sessionmaker[Session], executor: Executor, progress: ProgressReader,
-                 max_running: int, interval: float, cancel_grace: float, replica: str = "local"):
+                 max_running: int, interval: float, cancel_grace: float, replica: str = "local",
+                 model_roots: Sequence[str] = ()):
         self.sessions = sessions
+        #: The service's model roots now: weights roots of jobs queued before they were recorded per job.
+        self.model_roots = list(model_roots)
         self.replica = replica
         self.executor = executor
         self.progress = progress
@@ -173,7 +176,7 @@ class Dispatcher:
                 self.progress.forget(job.out)
                 try:
                     info = self.executor.start(job.id, GenerateSpec.model_validate(job.spec), job.read_roots,
-                                               job.weight_roots or [])
+                                               self.weight_roots(job))
                 except Exception as exc:
                     log.exception("could not start job %s", job.id)
                     self.finish(session, job, WorkerStatus(running=False, error=f"could not start the worker: {exc}"))
@@ -183,6 +186,16 @@ class Dispatcher:
                 session.commit()
                 self._changed(job)
                 log.info("job %s started (%s)", job.id, info)
+
+    def weight_roots(self, job: Job) -> list[str]:
+        """The roots a job's weights may come from.
+
+        Jobs queued before migration 0002 have none recorded (NULL): they get the roots the current
+        settings give, the job's source roots plus the service's model roots, never "no check".
+        """
+        if job.weight_roots is not None:
+            return list(job.weight_roots)
+        return list(job.read_roots) + [root for root in self.model_roots if root not in job.read_roots]
 
     # -- cancel ------------------------------------------------------------------------------------
     def cancel(self, session: Session, job: Job) -> None:

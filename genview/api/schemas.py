@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from genview.generator.registry import model_params
+from genview.generator.registry import builtin_model_names
 from genview.pipeline.spec import GenerateSpec
+
+#: The models jobs may name: set once per service process from Settings.enabled_models (create_app);
+#: None until then, which means genview's own models (its core and its own entry points).
+_ENABLED_MODELS: list[str] | None = None
+
+
+def enable_models(names: list[str] | None) -> None:
+    """Set the models this process's job service accepts (None: genview's built-in models)."""
+    global _ENABLED_MODELS
+    _ENABLED_MODELS = sorted(names) if names is not None else None
+
+
+def enabled_models() -> list[str]:
+    """The model names a job may name on this service."""
+    return list(_ENABLED_MODELS) if _ENABLED_MODELS is not None else builtin_model_names()
+
 
 #: Client-chosen job ids and idempotency keys: safe as a folder name, never '.' or '..'.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -74,6 +89,8 @@ class JobCreate(GenerateSpec):
     model_config = ConfigDict(
         extra="forbid",
         protected_namespaces=(),
+        # No coercion: "3" is not a k, true is not a seed (FastAPI hands over the decoded JSON).
+        strict=True,
         allow_inf_nan=False,  # NaN/Infinity are valid Python JSON but never a valid setting
         json_schema_extra={
             "examples": [
@@ -113,24 +130,14 @@ class JobCreate(GenerateSpec):
             raise ValueError(problem)
         return data
 
-    @field_validator("params")
+    @field_validator("model", mode="before")
     @classmethod
-    def _declared_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        # Checked before the job is accepted, so that a bad param is a 422 and not a failed job, and
-        # so that a param naming a file is only accepted where the model declares it (then the
-        # service resolves it under the read roots like any other path).
-        model = info.data.get("model")
-        declared = model_params(model) if model else {}
-        for name, item in value.items():
-            if model and name not in declared:
-                known = ", ".join(sorted(declared)) or "none"
-                raise ValueError(f"params.{name}: unknown {model} param; known: {known}")
-            if item is not None and not isinstance(item, (str, bool, int, float)):
-                raise ValueError(f"params.{name}: must be a number, string, true/false or null, not a list or object")
-            if isinstance(item, float) and not math.isfinite(item):
-                raise ValueError(f"params.{name}: must be a finite number")
-            if declared.get(name) == "path" and item is not None and not isinstance(item, str):
-                raise ValueError(f"params.{name}: must be a path (a string)")
+    def _enabled_model(cls, value: Any) -> Any:
+        # Before the name is resolved: resolving a package.module:Class imports code, and an HTTP client
+        # must not choose what this process imports. Only the operator's enabled models get that far.
+        enabled = enabled_models()
+        if isinstance(value, str) and value not in enabled:
+            raise ValueError(f"model {value!r} is not enabled on this service; enabled models: {', '.join(enabled)}")
         return value
 
     def to_spec(self, **resolved: Any) -> GenerateSpec:
@@ -196,9 +203,11 @@ class JobList(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    """A registered generator."""
+    """A generator jobs may name on this service."""
 
     name: str = Field(description="the value for a job's `model` field")
+    summary: str = Field(default="", description="what the model is")
+    params: list[dict[str, Any]] = Field(default_factory=list, description="its params: name, type, default, bounds")
 
 
 class ModelList(BaseModel):

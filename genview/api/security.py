@@ -12,7 +12,7 @@ from fastapi import HTTPException, status
 from genview.api.paths import PathInvalid, PathRefused, is_inside, resolve, split_url
 from genview.api.schemas import JobCreate
 from genview.api.settings import Principal, Settings
-from genview.generator.registry import path_params
+from genview.generator.registry import get_declaration, path_params
 from genview.pipeline.spec import GenerateSpec
 
 
@@ -108,6 +108,28 @@ def _limited(body: JobCreate, settings: Settings) -> dict[str, Any]:
     return chosen
 
 
+def job_cost_per_source(body: GenerateSpec) -> tuple[int, int]:
+    """Return (views x candidates x pixels per source image, the side counted): k x best_of x side^2.
+
+    The side is the larger of view_size (stored views are resized to it) and the side the model makes
+    with the job's params (its declaration's nominal side, or its size param such as unCLIP's image_size).
+    """
+    side = max(body.view_size or 0, get_declaration(body.model).output_side(body.params))
+    return body.k * body.best_of * side * side, side
+
+
+def _check_cost(body: GenerateSpec, settings: Settings) -> None:
+    """Refuse a job whose views x candidates x pixels per source exceed the operator's cap (422)."""
+    cost, side = job_cost_per_source(body)
+    if cost > settings.max_cost_per_source:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            detail=f"job cost {cost:,} views x candidates x pixels per source image (k {body.k} x best_of "
+            f"{body.best_of} x {side}x{side} px) is above this service's cap of {settings.max_cost_per_source:,} "
+            "(GENVIEW_MAX_COST_PER_SOURCE); lower k, best_of or view_size",
+        )
+
+
 def authorize_spec(body: JobCreate, principal: Principal, settings: Settings) -> GenerateSpec:
     """Return the spec to run with every path resolved, or raise 403 (not yours) / 422 (malformed).
 
@@ -118,6 +140,7 @@ def authorize_spec(body: JobCreate, principal: Principal, settings: Settings) ->
     read_roots = principal.source_roots
     weight_roots = settings.read_roots(principal)
     limits = _limited(body, settings)
+    _check_cost(body, settings)
     source = _check(body.source, "source", read_roots, settings, "source")
     _check_exists(source, body.source, "source")
     weights = _check(body.weights, "weights", weight_roots, settings, "source or model")

@@ -118,6 +118,17 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname, min_length=1, max_length=128,
         description="this replica's name; local workers are watched only by replicas of the same name (same machine)")
     log_level: str = Field(default="info", description="uvicorn log level")
+    # Which generators jobs may name: a model name resolves to code this process imports (an entry point,
+    # or package.module:Class), so the operator chooses, never the client.
+    enabled_models: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="models jobs may name (names, or package.module:Class); default: genview's "
+        "built-in models. GENVIEW_ENABLED_MODELS=icgan,unclip,my-plugin")
+    # views x candidates x pixels per source image: k x best_of x side^2, side = the larger of view_size and
+    # the side the model generates. The default admits every paper recipe (unCLIP 768 px, k=10: 5.9 M)
+    # with room, and refuses k=1000 at 256 px (66 M) or view_size 4096 (168 M at k=10).
+    max_cost_per_source: int = Field(
+        default=50_000_000, ge=1, description="most views x candidates x pixels a job may ask per source image "
+        "(k x best_of x side^2); larger jobs are refused with 422")
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -131,6 +142,23 @@ class Settings(BaseSettings):
             return {token.strip(): {} for token in text.split(",") if token.strip()}
         if isinstance(value, (list, tuple)):
             return {str(token): {} for token in value}
+        return value
+
+    @field_validator("enabled_models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        return None if value is None else _split_list(value)
+
+    @field_validator("enabled_models")
+    @classmethod
+    def _resolvable_models(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            from genview.generator.registry import get_declaration
+
+            if not value:
+                raise ValueError("enabled_models is empty: enable at least one model")
+            for name in value:
+                get_declaration(name)  # an operator's typo fails at start-up, naming the known models
         return value
 
     @field_validator("source_roots", "output_roots", "model_roots", "generate_args", mode="before")
@@ -186,7 +214,11 @@ class Settings(BaseSettings):
 
     def read_roots(self, principal: Principal) -> list[str]:
         """Roots a principal's weights may come from: its source roots plus the service's model roots."""
-        return principal.source_roots + [canonical_root(root, self.base_dir) for root in self.model_roots]
+        return principal.source_roots + self.canonical_model_roots()
+
+    def canonical_model_roots(self) -> list[str]:
+        """The service's extra weights roots, canonical."""
+        return [canonical_root(root, self.base_dir) for root in self.model_roots]
 
 
 def load_settings(settings_file: str | None = None, **overrides: Any) -> Settings:

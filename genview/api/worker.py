@@ -80,23 +80,65 @@ class _TailingStream:
 
 
 def check_listing(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str) -> str | None:
-    """Return why the job may not run when a source it would read is outside `read_roots`, else None."""
+    """Return why the job may not run when a source it would read is outside `read_roots`, else None.
+
+    Each source is checked by the bytes that will be opened (`uri_bytes` where the name is not
+    UTF-8) with every symlink followed (genview.confinement). The reads check again when they open
+    each file, so a source swapped for a symlink after this check is still refused.
+    """
+    from genview import confinement
     from genview.api.paths import first_outside
     from genview.datastore.sources import list_sources
     from genview.datastore.store import Store
 
     store = Store(spec.out)
     try:
-        uris = store.read_sources().column("uri").to_pylist() if store.exists() else None
+        table = store.read_sources() if store.exists() else None
     except FileNotFoundError:
-        uris = None
-    if uris is None:
-        uris = list_sources(spec.source).column("uri").to_pylist()
+        table = None
+    if table is None:
+        table = list_sources(spec.source)
+    uris = table.column("uri").to_pylist()
+    raws = table.column("uri_bytes").to_pylist() if "uri_bytes" in table.column_names else [None] * len(uris)
     outside = first_outside(uris, read_roots, base_dir)
-    if outside is None:
+    if outside is not None:
+        uri, reason = outside
+        return f"source {spec.source} lists {uri}, which you may not read: {reason}"
+    for uri, raw in zip(uris, raws):
+        path = raw if raw is not None else uri
+        if not isinstance(path, bytes) and "://" in path and not path.startswith("file://"):
+            continue  # URLs: checked by first_outside above (no symlinks in object stores)
+        try:
+            confinement.check_with(path, read_roots, "read", shown=uri)
+        except confinement.OutsideRoots as exc:
+            return f"source {spec.source} lists {uri}, which you may not read: {exc}"
+        except OSError:
+            continue  # missing or unreadable inside the roots: that source's row says so
+    return None
+
+
+def check_output(spec: GenerateSpec) -> str | None:
+    """Return why the job may not write its store, else None.
+
+    The service resolved `out` to a real path under the caller's output roots. If any folder on the
+    way has since become a symlink, or a store file inside it leads out of it, the store would be
+    written elsewhere: refused before anything is written.
+    """
+    from genview import confinement
+    from genview.datastore import layout
+
+    if "://" in spec.out and not spec.out.startswith("file://"):
         return None
-    uri, reason = outside
-    return f"source {spec.source} lists {uri}, which you may not read: {reason}"
+    roots = [spec.out]
+    for name in ("", layout.SOURCES_FILE, layout.SPEC_FILE, layout.SHARDS_DIR, layout.MANIFEST_DIR, layout.STATS_DIR):
+        path = os.path.join(spec.out, name) if name else spec.out
+        try:
+            confinement.check_with(path, roots, "output", shown=f"out/{name}" if name else "out")
+        except confinement.OutsideRoots as exc:
+            return str(exc)
+        except FileNotFoundError:
+            continue  # created by the job
+    return None
 
 
 def check_model_paths(spec: GenerateSpec, weight_roots: Sequence[str], base_dir: str) -> str | None:
@@ -141,12 +183,31 @@ def _terminate(signum: int, _frame: Any) -> None:
 def _generate(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extra_args: Sequence[str],
               tail: _TailingStream, weight_roots: Sequence[str] = ()) -> tuple[int, str | None]:
     """Check what the job would read, then run `genview generate`; return (exit code, error)."""
-    from genview.cli.main import main as cli_main
+    from genview import confinement
 
     refused = check_model_paths(spec, weight_roots, base_dir) if weight_roots else None
+    if refused is None and read_roots:
+        refused = check_output(spec)
     if refused is not None:
         print(f"genview worker: error: {refused}", file=sys.stderr)
         return EXIT_REFUSED, refused
+    previous = confinement.active()
+    if read_roots:
+        # From here on every file the job opens is opened under these roots (this process, its
+        # threads, and the Ray actors it starts): see genview.confinement.
+        confinement.install(confinement.Policy(read=tuple(read_roots), weights=tuple(weight_roots) or None,
+                                               output=(spec.out,)))
+    try:
+        return _run_checked(spec, read_roots, base_dir, extra_args, tail)
+    finally:
+        confinement.install(previous)
+
+
+def _run_checked(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, extra_args: Sequence[str],
+                 tail: _TailingStream) -> tuple[int, str | None]:
+    """Check the listing under the installed policy, then run `genview generate`."""
+    from genview.cli.main import main as cli_main
+
     try:
         refused = check_listing(spec, read_roots, base_dir) if read_roots else None
     except (ValueError, OSError) as exc:

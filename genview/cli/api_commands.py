@@ -138,8 +138,13 @@ def spec_from_generate_args(argv: list[str]) -> dict[str, Any]:
     from genview.cli.main import build_parser
     from genview.pipeline.spec import GenerateSpec
 
+    from genview.cli.generate import typed_params
+    from genview.recipes import get_recipe
+
     args = build_parser().parse_args(["generate", *argv])
-    params = dict(args.param)
+    model = args.model or (get_recipe(args.recipe).model if args.recipe else None)
+    # Typed by the model's declaration when it is installed here; the service checks them either way.
+    params = typed_params(model, args.param, known_here=False) if model else dict(args.param)
     if args.truncation is not None:
         params["truncation"] = args.truncation
     body: dict[str, Any] = {"source": args.source, "params": params}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from genview.cli.generate import parse_param
-from genview.generator.registry import model_names
+from genview.cli.generate import parse_param, typed_params
 
 EPILOG = """\
 examples:
@@ -24,7 +23,7 @@ def add_parsers(sub, formatter) -> None:
     """Add the `bench` verb."""
     p = sub.add_parser("bench", help="measure generation throughput on this machine's device",
                        description=__doc__, epilog=EPILOG, formatter_class=formatter)
-    p.add_argument("model", choices=model_names(), help="model")
+    p.add_argument("model", metavar="MODEL", help="model (`genview models list`)")
     p.add_argument("--preset", choices=["tiny", "full"], default="tiny", help="architecture size (random weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=32, help="generator batch of (source x view) rows")
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sources < 1 or args.k < 1 or args.batch_size < 1:
         raise ValueError("--sources, --k and --batch-size must be at least 1")
     result = run_bench(args.model, preset=args.preset, device=args.device, batch_size=args.batch_size,
-                       sources=args.sources, k=args.k, view_size=args.view_size, params=dict(args.param),
+                       sources=args.sources, k=args.k, view_size=args.view_size, params=typed_params(args.model, args.param),
                        peak_tflops=args.peak_tflops, io_threads=args.io_threads, threads=args.threads)
     if args.json:
         import dataclasses

@@ -11,8 +11,7 @@ import sys
 # Only light imports at module level: `genview --help` builds every verb's parser. The pipeline
 # (torch) is imported by the handler.
 from genview.cli.generate_checks import flag_problems
-from genview.generator.registry import model_names
-from genview.recipes import apply_recipe, recipe_names  # torch-free
+from genview.recipes import apply_recipe, get_recipe, recipe_names  # torch-free
 
 EPILOG = """\
 examples:
@@ -27,15 +26,47 @@ Rerunning the same command resumes: shards with a done marker are kept, the othe
 """
 
 
-def parse_param(text: str) -> tuple[str, object]:
-    """Parse NAME=VALUE, VALUE as JSON when it parses (numbers, booleans), else as a string."""
+def parse_param(text: str) -> tuple[str, str]:
+    """Split NAME=VALUE; the value stays text until `typed_params` parses it by the param's declared type."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--param takes NAME=VALUE, got {text!r}")
     name, raw = text.split("=", 1)
+    return name.strip(), raw
+
+
+def typed_params(model: str | None, pairs: list[tuple[str, str]], *, known_here: bool = True) -> dict[str, object]:
+    """Parse ``--param`` texts by the model's declared types (int, float, bool, choice, ...).
+
+    Errors name the param and what it accepts (`genview models info MODEL` lists them). With
+    ``known_here=False`` (a job sent to a service that may run models not installed here) a model this
+    process does not know gets its values as JSON when they parse, else as text; the service checks them.
+    """
+    from genview.generator.params import ParamError
+    from genview.generator.registry import get_declaration
+
+    if not pairs:
+        return {}
     try:
-        return name.strip(), json.loads(raw)
+        declaration = get_declaration(model) if model else None
+    except ValueError:
+        if known_here:
+            raise
+        declaration = None
+    if declaration is None:
+        if known_here:
+            raise ValueError("--param needs a model (--model or --recipe) to know the params' types")
+        return {name: _json_or_text(raw) for name, raw in pairs}
+    try:
+        return declaration.params.parse_texts(pairs, model=declaration.name)
+    except ParamError as exc:
+        raise ValueError(str(exc).replace("params.", "--param ", 1)) from None
+
+
+def _json_or_text(raw: str) -> object:
+    try:
+        return json.loads(raw)
     except json.JSONDecodeError:
-        return name.strip(), raw
+        return raw
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -66,7 +97,9 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("source", help="image folder (label = first sub-folder), list file (.txt/.csv/.parquet with a path column) or fsspec URL")
     p.add_argument("--recipe", choices=recipe_names(), metavar="NAME",
                    help="a paper's settings by name (`genview recipes list`); flags given explicitly override it")
-    p.add_argument("--model", choices=model_names(), help="generator to use (required without --recipe)")
+    p.add_argument("--model", metavar="MODEL",
+                   help="generator to use (required without --recipe): a name from `genview models list` "
+                   "or package.module:Class of an installed generator")
     p.add_argument("--k", type=int, help="views per source image, as the first seed (default: 10)")
     p.add_argument("--weights", help="checkpoint directory (or hub id) of the model; see `genview models --help`")
     p.add_argument("--encoder-weights", help="condition-encoder checkpoint, when it is not inside --weights")
@@ -100,7 +133,8 @@ def add_parsers(sub, formatter) -> None:
                    help="take the secondary from a different value of this sources column (e.g. a slide id from the list file, or label)")
     p.add_argument("--interpolation", choices=["slerp", "lerp"],
                    help="how embeddings are mixed; lerp as Gen-SIS (supplement 9.4) (default: lerp)")
-    p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE", help="other model setting, repeatable")
+    p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
+                   help="other model setting, repeatable; `genview models info MODEL` lists each with its type and default")
     p.add_argument("--io-threads", type=int, help="threads for reading, decoding and encoding, per worker (default: usable CPUs - 1, at most 4)")
     p.add_argument("--threads", type=int, help="torch intra-op threads per worker (default: 1 per worker on CPU, see README)")
     p.add_argument("--exact", action="store_true", default=None,
@@ -137,15 +171,27 @@ def _report(exc: Exception) -> None:
 
     if isinstance(exc, ValidationError):
         for err in exc.errors():
-            flag = "-".join(str(p) for p in err["loc"]).replace("_", "-") or "recipe"
-            print(f"genview generate: --{flag}: {err['msg']}", file=sys.stderr)
+            flag = "-".join(str(p) for p in err["loc"]).replace("_", "-")
+            message = err["msg"].removeprefix("Value error, ")
+            if flag == "params":  # checked against the model's declaration; the message names the param
+                print(f"genview generate: error: {message.replace('params.', '--param ', 1)}", file=sys.stderr)
+            elif flag:
+                print(f"genview generate: error: --{flag}: {message}", file=sys.stderr)
+            else:  # a check across fields (recipe options, interpolation options)
+                print(f"genview generate: error: {message}", file=sys.stderr)
     else:
-        print(f"genview generate: {exc}", file=sys.stderr)
+        print(f"genview generate: error: {exc}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `genview generate`: flags given explicitly, over the recipe's values, over the spec defaults."""
-    params = dict(args.param)
+    # Params are checked against the model's declaration before anything heavy is imported.
+    try:
+        model = args.model or (get_recipe(args.recipe).model if args.recipe else None)
+        params = typed_params(model, args.param) if model else {}
+    except ValueError as exc:
+        _report(exc)
+        return 2
     if args.truncation is not None:
         params["truncation"] = args.truncation
     given = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}

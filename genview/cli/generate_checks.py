@@ -1,5 +1,7 @@
 """The flag checks of `genview generate` that need no model: run before torch is imported, so they answer at once.
 
+(`--param` values are checked before these, against the model's declaration: `typed_params`.)
+
 What can only be known by loading the model (a checkpoint's format, a remote source's contents) is
 checked where it is loaded; this module imports neither torch nor pyarrow.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from genview.generator.registry import model_params, weights_required
+from genview.generator.registry import weights_required
 
 #: List-file suffixes a source may have (genview.datastore.sources.LIST_FILE_SUFFIXES; a test keeps them equal:
 #: importing the datastore here would load pyarrow, a second of start-up for a flag error).
@@ -28,15 +30,6 @@ def source_problem(source: str) -> str | None:
     return None
 
 
-def param_problems(model: str, params: dict[str, Any]) -> list[str]:
-    """One line per --param the model does not declare, naming the ones it does."""
-    declared = model_params(model)
-    if not declared:  # a plugin that declares nothing: its loader checks
-        return []
-    known = ", ".join(sorted(declared))
-    return [f"--param {name}: not a setting of {model} (known: {known})" for name in sorted(params) if name not in declared]
-
-
 def flag_problems(given: dict[str, Any]) -> list[str]:
     """Every problem of the job's fields (flags over recipe) visible without loading the model, one line each.
 
@@ -48,5 +41,4 @@ def flag_problems(given: dict[str, Any]) -> list[str]:
     source = source_problem(given["source"])
     if source:
         problems.append(source)
-    problems.extend(param_problems(given["model"], given.get("params") or {}))
     return problems

@@ -6,11 +6,8 @@ import argparse
 import importlib
 import json
 
-from genview.cli.generate import parse_param
-from genview.generator.registry import model_names
+from genview.cli.generate import parse_param, typed_params
 
-#: Presets `models init / info` accept; `small` exists for unclip only (the model says so otherwise).
-PRESETS = ["tiny", "full", "small"]
 
 
 def add_parsers(sub, formatter) -> None:
@@ -25,7 +22,10 @@ def add_parsers(sub, formatter) -> None:
         formatter_class=formatter,
     )
     verbs = p.add_subparsers(dest="models_verb", metavar="SUBCOMMAND", required=True)
-    q = verbs.add_parser("list", help="registered model names", formatter_class=formatter)
+    q = verbs.add_parser("list", help="the models genview can run and where each comes from", formatter_class=formatter,
+                         description="Every model name: genview's core, entry points (group genview.generators) of "
+                         "installed packages, genview's own included. A model can also be named as package.module:Class.")
+    q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=run_list)
     q = verbs.add_parser(
         "init",
@@ -34,9 +34,10 @@ def add_parsers(sub, formatter) -> None:
         "offline demos. The folder is marked as random, and every store made with it records and says so.",
         formatter_class=formatter,
     )
-    q.add_argument("name", choices=model_names() + sorted(MEASURING_MODELS),
-                   help="model (inception, openclip: the networks of `genview quality`)")
-    q.add_argument("--preset", choices=PRESETS, default="tiny",
+    q.add_argument("name", metavar="NAME",
+                   help="model (`genview models list`, or package.module:Class); inception, openclip: the networks of "
+                   "`genview quality`")
+    q.add_argument("--preset", default="tiny",
                    help="tiny: CPU-sized; full: the published architecture; small: unclip only, the "
                    "stable-diffusion-2-1-unclip-small architecture (CLIP ViT-L, 768-d), the first seed's model")
     q.add_argument("--out", required=True, help="folder to write")
@@ -45,15 +46,16 @@ def add_parsers(sub, formatter) -> None:
     q = verbs.add_parser(
         "info",
         help="parameters and FLOPs per generated view, by stage, at the real architecture sizes",
-        description="Count parameters and FLOPs per generated view on meta tensors (no weights, no GPU), split by "
+        description="List the model's --param settings (type, default, accepted values), then count parameters "
+        "and FLOPs per generated view on meta tensors (no weights, no GPU), split by "
         "stage (encoder incl. scoring, denoiser x steps x guidance or generator, decoder), for the settings given, "
         "and the views/s an A100 / H100 would reach at 100 % and 40 % of peak.",
         formatter_class=formatter,
     )
-    q.add_argument("name", nargs="?", choices=model_names(), help="model (or give --recipe)")
+    q.add_argument("name", nargs="?", metavar="NAME", help="model (or give --recipe)")
     q.add_argument("--recipe", metavar="NAME", help="count a paper recipe's model, preset, k and settings "
                    "(`genview recipes list`); --preset/--k/--param given explicitly override it")
-    q.add_argument("--preset", choices=PRESETS, help="architecture: full (published; the default), "
+    q.add_argument("--preset", help="architecture: full (published; the default), "
                    "small (unclip-small: ViT-L, 768-d), tiny")
     q.add_argument("--k", type=int, help="views per source (the encoder's per-source share; default 10)")
     q.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
@@ -63,9 +65,20 @@ def add_parsers(sub, formatter) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Print the registered models."""
-    for name in model_names():
-        print(name)
+    """Print every model with where it comes from (core, an entry point's distribution, register())."""
+    from genview.generator.registry import model_entries
+
+    entries = model_entries()
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        where = f"{e.origin}: {e.source}" + (" (built in)" if e.builtin and e.origin != "core" else "")
+        if e.error:
+            print(f"{e.name:<{width}}  {where}  NOT USABLE: {e.error}")
+        else:
+            print(f"{e.name:<{width}}  {where}  {e.declaration.summary}")
     return 0
 
 
@@ -85,9 +98,12 @@ def init_random_model(name: str, preset: str, out: str, seed: int = 0) -> None:
         getattr(importlib.import_module(module_name), function)(out, seed=seed)
         return
     from genview.generator.base import write_random_marker
-    from genview.generator.registry import get_generator_class
+    from genview.generator.registry import get_declaration
 
-    cls = get_generator_class(name)
+    declaration = get_declaration(name)
+    if preset not in declaration.presets:
+        raise ValueError(f"{name} has presets {', '.join(declaration.presets)}; got {preset!r}")
+    cls = declaration.load_class()
     model = cls.from_preset(preset, seed=seed)
     model.save_pretrained(out)
     write_random_marker(out, name, preset, seed)
@@ -104,8 +120,10 @@ def run_init(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     """Run `genview models info`."""
     from genview.generator.cost import GPU_PEAK_TFLOPS, view_cost
+    from genview.generator.params import describe_params
+    from genview.generator.registry import get_declaration
 
-    name, preset, k, params = args.name, args.preset, args.k, dict(args.param)
+    name, preset, k = args.name, args.preset, args.k
     if args.recipe:
         from genview.recipes import get_recipe
 
@@ -113,14 +131,29 @@ def run_info(args: argparse.Namespace) -> int:
         if name not in (None, recipe.model):
             raise ValueError(f"recipe {recipe.name} is for model {recipe.model}, not {name}")
         name, preset, k = recipe.model, preset or recipe.preset, k or recipe.k
-        params = {**recipe.params, **params}
+        params = {**recipe.params, **typed_params(name, args.param)}
         print(f"recipe {recipe.name}: {recipe.summary}")
-    if name is None:
+    elif name is None:
         raise ValueError("give a model name or --recipe NAME")
-    args.name, args.preset = name, preset or "full"
-    report = view_cost(name, args.preset, k=k or 10, **params)
+    else:
+        params = typed_params(name, args.param)
+    declaration = get_declaration(name)
+    args.name, args.preset = name, preset or ("full" if "full" in declaration.presets else "tiny")
+    try:
+        report = view_cost(name, args.preset, k=k or 10, **params)
+    except NotImplementedError as exc:
+        report, not_counted = None, str(exc)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
+        # The cost report's keys (model, preset, settings, stages, ...) at the top level; the declaration beside them.
+        out = {**(report.to_dict() if report else {"model": declaration.name}), "declaration": declaration.to_dict()}
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"{declaration.name}: {declaration.summary}")
+    print(f"presets: {', '.join(declaration.presets)}; --param settings:")
+    print(describe_params(declaration.params), end="")
+    print()
+    if report is None:
+        print(f"FLOPs per view: not counted ({not_counted})")
         return 0
     print(f"{args.name} ({args.preset} preset) {json.dumps(report.settings, sort_keys=True, default=str)}")
     print(f"{'stage':<24} {'params':>10} {'FLOP/call':>11} {'calls/view':>11} {'FLOP/view':>11}")

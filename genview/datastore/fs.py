@@ -9,6 +9,8 @@ import uuid
 import fsspec
 from fsspec.core import url_to_fs
 
+from genview import confinement
+
 
 def open_url(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """Return (filesystem, path inside it) for a local path or any fsspec URL such as s3://bucket/prefix."""
@@ -49,12 +51,22 @@ def temp_name(final_path: str) -> str:
 def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write bytes under a temporary name, then move them to `path`, so `path` is whole or absent."""
     tmp = temp_name(path)
+    confined = confinement.confined_write(tmp) if is_local(fs) else None  # under a job's output roots
     try:
-        with fs.open(tmp, "wb") as fh:
-            fh.write(data)
-        commit(fs, tmp, path)
-    except BaseException:
+        if confined is not None:
+            with confined.file as fh:
+                fh.write(data)
+            confined.commit(path)
+        else:
+            with fs.open(tmp, "wb") as fh:
+                fh.write(data)
+            commit(fs, tmp, path)
+    except BaseException as exc:
+        if confined is not None:
+            confined.discard()
         _remove_quietly(fs, tmp)  # a failed write (read-only store, full disk, kill) leaves no temp file
+        if isinstance(exc, OSError) and not exc.filename:
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
         raise
 
 

@@ -91,6 +91,8 @@ def inspect_store(url: str, worst: int = 10, by_label_limit: int = 50, quality_o
         "k": spec["k"],
         "seed": spec["seed"],
         "params": spec.get("params"),
+        "source_copy": spec.get("source_copy"),
+        "source_formats": header.get("source_formats"),  # --source-copy original: sources per file format
         "sources": sources.num_rows,
         "shards": {"planned": shards_planned, "done": len(store.done_shards())},
         "ok_sources": len(set(ok.column("source_id").to_pylist())),
@@ -124,6 +126,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary["random_weights"]:
         lines.append("           WARNING: RANDOM weights (a `models init` preset): views are not from a trained model")
     lines.append(f"params     {json.dumps(summary['params'], sort_keys=True)}  k={summary['k']} seed={summary['seed']}")
+    if len(summary.get("source_formats") or {}) > 1:
+        from genview.pipeline.source_copy import mixed_formats_message
+
+        lines.append(f"sources    WARNING: {mixed_formats_message(summary['source_formats'])}")
     shards = summary["shards"]
     lines.append(
         f"contents   {summary['sources']} sources in {shards['planned']} shards ({shards['done']} done): "

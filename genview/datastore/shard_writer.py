@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Any
 
+from genview import confinement
 from genview.datastore import layout
-from genview.datastore.fs import commit, temp_name, write_atomic
+from genview.datastore.fs import commit, is_local, temp_name, write_atomic
 from genview.datastore.manifest import manifest_bytes, manifest_table
+from genview.datastore.shardcheck import SPEC_DIGEST, seal_marker
 from genview.datastore.store import Store
 
 #: Fixed tar member mtime so the same views give the same tar bytes on every run.
@@ -32,6 +35,17 @@ class _HashingWriter:
         return self.fh.flush()
 
 
+@contextlib.contextmanager
+def _naming(path: str):
+    """Give an OSError without a file name (a full disk while streaming the tar) the name of the file written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
+
+
 class ShardWriter:
     """Write one shard so that it is either wholly there (tar + manifest + done marker) or not at all.
 
@@ -44,7 +58,9 @@ class ShardWriter:
         self.shard = shard
         self.final_tar = layout.shard_tar(store.root, shard)
         self.tmp_tar = temp_name(self.final_tar)
-        self._fh = store.fs.open(self.tmp_tar, "wb")
+        # Under a job's output roots the temp tar is created (and later renamed) in its confined folder.
+        self._confined = confinement.confined_write(self.tmp_tar) if is_local(store.fs) else None
+        self._fh = self._confined.file if self._confined is not None else store.fs.open(self.tmp_tar, "wb")
         self._hashing = _HashingWriter(self._fh)
         import webdataset as wds  # here, not at module top: webdataset imports torch, and readers of genview.datastore must not
 
@@ -58,7 +74,8 @@ class ShardWriter:
         """Append one sample: members maps extension (e.g. 'v0.jpg') to bytes."""
         if "." in key:
             raise ValueError(f"sample key {key!r} contains a dot; webdataset splits keys at the first dot")
-        self._tar.write({"__key__": key, **members})
+        with _naming(self.final_tar):
+            self._tar.write({"__key__": key, **members})
         self.samples += 1
         self.members += len(members)
 
@@ -68,12 +85,17 @@ class ShardWriter:
 
     def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
         """Publish the tar, then the manifest fragment, then the stats json (the done marker)."""
-        self._tar.close()
-        self._fh.close()
+        with _naming(self.final_tar):
+            self._tar.close()
+            self._fh.close()
         self._closed = True
         fs, root = self.store.fs, self.store.root
-        commit(fs, self.tmp_tar, self.final_tar)
-        write_atomic(fs, layout.shard_manifest(root, self.shard), manifest_bytes(manifest_table(self.rows)))
+        if self._confined is not None:
+            self._confined.commit(self.final_tar)
+        else:
+            commit(fs, self.tmp_tar, self.final_tar)
+        fragment = manifest_bytes(manifest_table(self.rows))
+        write_atomic(fs, layout.shard_manifest(root, self.shard), fragment)
         stats = {
             "shard": self.shard,
             "tar": f"{layout.SHARDS_DIR}/{layout.shard_name(self.shard)}.tar",
@@ -81,21 +103,30 @@ class ShardWriter:
             "tar_sha256": self._hashing.sha256.hexdigest(),
             "samples": self.samples,
             "tar_members": self.members,
+            # Which spec made the shard: lets a store that lost genview.json be re-adopted only by it.
+            SPEC_DIGEST: self.store.spec_digest(),
             **stats,
         }
+        stats = seal_marker(stats, fragment)
         write_atomic(fs, self.store.marker_path(self.shard), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
         return stats
 
     def abort(self) -> None:
         """Drop the temporary tar of a shard that will not be committed."""
-        if not self._closed:
-            try:
-                self._tar.close()
-                self._fh.close()
-            finally:
-                self._closed = True
-        if self.store.fs.exists(self.tmp_tar):
-            self.store.fs.rm(self.tmp_tar)
+        try:
+            if not self._closed:
+                # Closing flushes buffered bytes: on a full disk that fails too, and must not keep
+                # the temp file from being removed below.
+                with contextlib.suppress(OSError, ValueError):
+                    self._tar.close()
+                with contextlib.suppress(OSError, ValueError):
+                    self._fh.close()
+        finally:
+            self._closed = True
+            if self._confined is not None:
+                self._confined.discard()
+            elif self.store.fs.exists(self.tmp_tar):
+                self.store.fs.rm(self.tmp_tar)
 
     def __enter__(self) -> "ShardWriter":
         return self

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from genview.datastore import layout
-from genview.datastore.fs import read_parquet
 from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
 from genview.datastore.tarindex import TarFormatError, iter_tar, split_member
 
@@ -105,10 +106,12 @@ def check_shard(
             problems.append(f"shard {name}: done marker {marker} unreadable: {exc}")
             return result
     try:
-        manifest = read_parquet(fs, layout.shard_manifest(root, shard))
+        fragment = fs.cat_file(layout.shard_manifest(root, shard))
+        manifest = pq.read_table(pa.BufferReader(fragment), use_threads=False, pre_buffer=False)
     except (OSError, ValueError) as exc:
         problems.append(f"shard {name}: manifest fragment unreadable: {exc}")
         return result
+    problems += marker_problems(stats, fragment, name)
     missing_columns = [c for c in REQUIRED_COLUMNS if c not in manifest.schema.names]
     if missing_columns:
         problems.append(f"shard {name}: manifest fragment lacks column(s) {', '.join(missing_columns)}")
@@ -200,6 +203,41 @@ def check_shard(
         if key in stats and stats[key] != actual:
             problems.append(f"shard {name}: done marker says {key}={stats[key]}, manifest has {actual}")
     return result
+
+
+#: Marker fields that seal the shard beyond its tar: the manifest fragment's bytes and the marker itself.
+MANIFEST_SHA256 = "manifest_sha256"
+MARKER_SHA256 = "marker_sha256"
+SPEC_DIGEST = "spec_digest"
+
+
+def marker_digest(stats: dict[str, Any]) -> str:
+    """sha256 of a done marker's content without its own digest field (as it reads back from JSON)."""
+    body = {key: value for key, value in stats.items() if key != MARKER_SHA256}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def seal_marker(stats: dict[str, Any], fragment: bytes) -> dict[str, Any]:
+    """Add the fragment's sha256 and the marker's own digest to a done marker about to be written."""
+    sealed = json.loads(json.dumps({**stats, MANIFEST_SHA256: hashlib.sha256(fragment).hexdigest()}))
+    sealed[MARKER_SHA256] = marker_digest(sealed)
+    return sealed
+
+
+def marker_problems(stats: dict[str, Any], fragment: bytes, name: str) -> list[str]:
+    """What a done marker's seals say (markers written before the seals have none: nothing to check).
+
+    An edited value in the manifest fragment changes its sha256; an edited marker field (its tar
+    sha256, a count) no longer matches the marker's own digest. Both are cheap: no tar byte is read.
+    """
+    problems = []
+    if stats.get(MARKER_SHA256) and stats[MARKER_SHA256] != marker_digest(stats):
+        problems.append(f"shard {name}: done marker was edited (its content does not match its {MARKER_SHA256})")
+    expected = stats.get(MANIFEST_SHA256)
+    if expected and expected != hashlib.sha256(fragment).hexdigest():
+        problems.append(f"shard {name}: manifest fragment was changed since the shard was committed "
+                        f"(sha256 {hashlib.sha256(fragment).hexdigest()}, its done marker says {expected})")
+    return problems
 
 
 def _load_marker(data: bytes) -> dict[str, Any]:

@@ -13,8 +13,10 @@ from importlib import resources
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
-from genview.datastore.fs import is_local, open_url, read_parquet
+from genview import confinement
+from genview.datastore.fs import is_local, open_url
 
 #: Extensions treated as images (compared case-insensitively).
 IMAGE_EXTENSIONS = frozenset(
@@ -102,17 +104,17 @@ def _read_list_table(fs, path: str) -> tuple[pa.Table, list[str] | None]:
     surrogate escapes) so the file it names can still be opened.
     """
     suffix = posixpath.splitext(path)[1].lower()
+    # A local list file is opened like a source (genview.confinement: under the job's roots, if any).
+    data = confinement.read_bytes(path, "read") if is_local(fs) else fs.cat_file(path)
     if suffix == ".txt":
         # surrogateescape: a name that is not UTF-8 is still a file to read (and a row), not a crash.
-        with fs.open(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
-            lines = [line.strip() for line in fh]
+        lines = [line.strip() for line in data.decode("utf-8", "surrogateescape").splitlines()]
         raw = [line for line in lines if line and not line.startswith("#")]
         return pa.table({"path": [display_text(line) for line in raw]}), raw
     if suffix == ".csv":
-        with fs.open(path, "rb") as fh:
-            table = pacsv.read_csv(fh)
+        table = pacsv.read_csv(pa.BufferReader(data))
     else:
-        table = read_parquet(fs, path)
+        table = pq.read_table(pa.BufferReader(data), use_threads=False, pre_buffer=False)
     for name in PATH_COLUMNS:
         if name in table.column_names:
             return table.rename_columns(["path" if c == name else c for c in table.column_names]), None
@@ -126,17 +128,23 @@ def _list_file(fs, path: str) -> tuple[list[str], list[str | None], pa.Table]:
     """Resolve a list file's paths (relative ones against its folder) and labels; keep extra columns."""
     table, raw = _read_list_table(fs, path)
     base = posixpath.dirname(path)
+    entries = raw if raw is not None else table.column("path").to_pylist()
+    if "uri_bytes" in table.column_names:
+        # The exact bytes of a name that is not UTF-8 (a store's sources.parquet used as a list): they
+        # are the path of that row, resolved and confined exactly like any other entry, never a
+        # second path beside it (the worker would open it while only `path` was checked).
+        entries = [os.fsdecode(b) if b is not None else e for e, b in zip(entries, table.column("uri_bytes").to_pylist())]
     uris = []
-    for entry in raw if raw is not None else table.column("path").to_pylist():
+    for entry in entries:
         entry = str(entry)
         if "://" in entry:
             uris.append(entry)
         else:
-            full = entry if entry.startswith("/") else posixpath.normpath(posixpath.join(base, entry))
+            full = posixpath.normpath(entry if entry.startswith("/") else posixpath.join(base, entry))
             uris.append(_url(fs, full))
     labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * len(uris)
     labels = [None if v is None else str(v) for v in labels]
-    extra = table.drop_columns([c for c in ("path", "label") if c in table.column_names])
+    extra = table.drop_columns([c for c in ("path", "label", "uri_bytes") if c in table.column_names])
     return uris, labels, extra
 
 
@@ -164,6 +172,12 @@ def scan_sources(source: str) -> SourceListing:
     `uri_bytes` the exact bytes to open (a column present only when such paths exist).
     """
     fs, path = open_url(source)
+    if is_local(fs):
+        path = posixpath.normpath(path)  # one spelling per file: "a/../b" is stored as "b"
+    try:
+        confinement.check(path if is_local(fs) else source, "read", shown=source)  # before it is looked at
+    except FileNotFoundError:
+        pass  # inside the roots and missing: said below
     if not fs.exists(path):
         raise SourceError(f"source {source!r} does not exist")
     extra = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
 import json
 import posixpath
@@ -14,8 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from genview import confinement
 from genview.datastore import layout
-from genview.datastore.fs import arrow_filesystem, join, open_url, read_parquet, write_atomic
+from genview.datastore.fs import arrow_filesystem, is_local, join, open_url, read_parquet, write_atomic
 
 
 def list_done_markers(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, str]:
@@ -64,6 +66,29 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
+def comparable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A recorded spec without what may legitimately differ between runs of one job.
+
+    Where the weights file lives (their sha256 stays) and the recipe's name (the values it gave stay).
+    """
+    out = dict(spec)
+    weights = dict(out.get("weights") or {})
+    weights.pop("id", None)
+    out["weights"] = weights
+    out.pop("recipe", None)
+    return out
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """sha256 of a spec's comparable form as genview.json holds it; done markers carry it."""
+    canonical = json.loads(json.dumps(comparable_spec(spec)))  # the JSON round trip genview.json makes
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+#: Files at the store's top level written by temp-then-rename (their temps are `.<name>.<hex>.tmp`).
+_ROOT_FILES = (layout.SPEC_FILE, layout.SOURCES_FILE, layout.LIVE_PROGRESS_FILE)
+
+
 class Store:
     """Read/write access to one store directory (local path or object-store URL)."""
 
@@ -71,6 +96,7 @@ class Store:
         self.url = str(url)
         self.fs, self.root = open_url(self.url)
         self._format_version: int | None = None
+        self._spec_digest: str | None = None
 
     @property
     def format_version(self) -> int:
@@ -113,6 +139,12 @@ class Store:
         """The job spec recorded in genview.json."""
         return self.read_header()["spec"]
 
+    def spec_digest(self) -> str | None:
+        """The digest of this store's recorded spec (None before genview.json exists); cached."""
+        if self._spec_digest is None and self.exists():
+            self._spec_digest = spec_digest(self.spec)
+        return self._spec_digest
+
     def write_header(self, spec: dict[str, Any], extra: dict[str, Any]) -> None:
         """Write genview.json (format version, the full spec, and run facts such as versions)."""
         from genview import __version__
@@ -128,6 +160,7 @@ class Store:
         }
         self.fs.makedirs(self.root, exist_ok=True)
         write_atomic(self.fs, self.path(layout.SPEC_FILE), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
+        self._spec_digest = None
 
     def update_spec(self, **fields: Any) -> None:
         """Rewrite genview.json with these spec fields set; the rest of the header stays as it is."""
@@ -201,6 +234,13 @@ class Store:
         """
         found = []
         self.refresh()
+        if shard is None and self.fs.exists(self.root):
+            # genview.json, sources.parquet and _progress.json are written temp-then-rename too.
+            self.fs.invalidate_cache(self.root)
+            for path in self.fs.ls(self.root, detail=False):
+                base = posixpath.basename(path)
+                if base.endswith(".tmp") and any(base.startswith(f".{name}.") for name in _ROOT_FILES):
+                    found.append(path)
         for name in _SHARD_DIRS:
             directory = self.path(name)
             if not self.fs.exists(directory):
@@ -218,6 +258,8 @@ class Store:
         # marker that vouches for a missing tar.
         paths = [self.marker_path(shard), layout.shard_tar(self.root, shard), layout.shard_manifest(self.root, shard)]
         for path in paths + self.leftovers(shard):
+            if is_local(self.fs) and confinement.remove(path):
+                continue  # removed at its folder opened under the job's output roots
             if self.fs.exists(path):
                 self.fs.rm(path)
 

@@ -1,4 +1,34 @@
-"""The interface every view generator implements (IC-GAN, CC-IC-GAN, unCLIP, E-LDM)."""
+"""The interface every view generator implements: the core four, sd-image-variations and any plugin.
+
+A generator is two things:
+
+1. a torch-free `GeneratorDeclaration` (`genview.generator.declaration`): its name, its class's import
+   path, its typed params with defaults and bounds, its random presets; the CLI, the job service and
+   `genview models info` read only this;
+2. a `ViewGenerator` subclass (below) that points back at it (``declaration = MY_DECLARATION``) and
+   does the work.
+
+What the engine (`genview.pipeline.engine`) does with a generator, per shard:
+
+* **sources**: it decodes a batch of source rows (RGB, EXIF applied) and calls ``embed_on_device``
+  once per batch of sources -> condition embeddings ``[N, D]``;
+* **views**: it builds rows (source x view x best-of candidate), each with its own 63-bit seed
+  (`genview.generator.seeding.view_seed(job seed, source id, view, candidate)`) and its condition
+  (the source's embedding, or a Gen-SIS interpolation of two), and calls
+  ``generate_on_device(conditions [B, D], seeds [B], labels [B] | None)`` -> uint8 ``[B, 3, S, S]``.
+  Row i's noise must come from ``torch_generator(seeds[i])`` alone, so a view is the same whatever
+  batch, worker or rerun it falls in (pixels within one level between batch sizes; ``--exact`` runs
+  rows one by one for byte identity);
+* **scores**: it embeds the views again and keeps the cosine similarity to the condition;
+* **device events**: ``device_event()`` is recorded before and after each batch. On an asynchronous
+  device (CUDA) return an event: the device thread then runs ahead and the collector waits on the
+  end event; ``None`` (CPU) means every call returned finished work.
+
+Weights: ``from_pretrained(path, device, **params)`` loads the published on-disk format strictly
+(`WeightsNotFoundError` naming ``--weights`` otherwise); ``from_preset("tiny", seed)`` builds random
+weights and ``save_pretrained`` writes that same format, which `genview models init` marks random
+(`write_random_marker`). ``view_cost`` counts parameters and FLOPs per view for `genview models info`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +38,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from genview.generator.cost import CostReport
+    from genview.generator.declaration import GeneratorDeclaration
 
 #: Written by `genview models init` beside randomly initialised weights. Real checkpoints never
 #: carry it, so its presence is what marks a model (and every store made with it) as random.
@@ -78,12 +112,35 @@ class ViewGenerator(abc.ABC):
     whatever batch it falls in.
     """
 
-    #: Registry name (``icgan``, ``cc-icgan``, ``unclip``, ``eldm``).
+    #: The torch-free declaration (name, params, presets) this class implements.
+    declaration: ClassVar["GeneratorDeclaration"]
+    #: Registry name (``icgan``, ``cc-icgan``, ``unclip``, ``eldm``, ...): the declaration's name.
     model_name: ClassVar[str]
     #: Whether ``generate`` needs integer class labels (CC-IC-GAN).
     needs_labels: ClassVar[bool] = False
 
     weights: WeightsInfo
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declaration = cls.__dict__.get("declaration")
+        if declaration is not None:
+            cls.model_name = declaration.name
+            cls.needs_labels = declaration.needs_labels
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Check params strictly against the declaration; ParamError names the param and what it expects."""
+        return cls.declaration.check_params(params)
+
+    @classmethod
+    def view_cost(cls, preset: str, encoder_calls: float, params: dict[str, Any]) -> "CostReport":
+        """Parameters per stage and FLOPs per generated view at `preset` (built on the meta device).
+
+        ``encoder_calls`` is how often the condition encoder runs per view (1/k for the source, plus 1
+        to score the view). See `genview.generator.cost` for the helpers the built-ins use.
+        """
+        raise NotImplementedError(f"{cls.__name__} does not count its FLOPs (ViewGenerator.view_cost)")
 
     @classmethod
     @abc.abstractmethod
@@ -121,7 +178,11 @@ class ViewGenerator(abc.ABC):
 
     @abc.abstractmethod
     def embed(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
-        """Return condition embeddings [N, D] (float32, CPU) of RGB PIL images or a uint8 [N,3,H,W] tensor."""
+        """Return condition embeddings [N, D] (float32, CPU) of RGB PIL images or a uint8 [N,3,H,W] tensor.
+
+        The engine passes decoded sources as a list of PIL images of their own sizes (up to twice
+        `input_side`), and generated views as one uint8 tensor on the model's device.
+        """
 
     @abc.abstractmethod
     def generate(

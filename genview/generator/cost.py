@@ -118,16 +118,14 @@ def view_cost(
     """
     if k < 1:
         raise ValueError(f"k={k}: need at least one view per source")
-    encoder_calls = 1.0 / k + (1.0 if score_views else 0.0)
-    if model_name == "unclip":
-        return _unclip_cost(preset, encoder_calls, params)
-    if model_name in ("icgan", "cc-icgan"):
-        return _icgan_cost(model_name, preset, encoder_calls, params)
-    if model_name == "eldm":
-        return _eldm_cost(preset, encoder_calls, params)
-    from genview.generator.registry import model_names
+    from genview.generator.registry import get_declaration
 
-    raise ValueError(f"view_cost knows {', '.join(model_names())}; got {model_name!r}")
+    encoder_calls = 1.0 / k + (1.0 if score_views else 0.0)
+    declaration = get_declaration(model_name)  # ValueError listing the known models
+    if preset not in declaration.presets:
+        raise ValueError(f"{model_name} has presets {', '.join(declaration.presets)}; got {preset!r}")
+    declaration.check_params(params)
+    return declaration.load_class().view_cost(preset, encoder_calls, dict(params))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,7 +168,7 @@ def _unclip_flops(preset: str, part: str, image_size: int = 0, rows: int = 1) ->
     raise ValueError(f"unknown unCLIP part {part!r}")
 
 
-def _unclip_cost(preset: str, encoder_calls: float, params: dict[str, Any]) -> CostReport:
+def unclip_cost(preset: str, encoder_calls: float, params: dict[str, Any]) -> CostReport:
     """Cost of one unCLIP view: CLIP image encoder, UNet x steps (x2 rows with guidance), VAE decoder."""
     from genview.generator.unclip import UnCLIPGenerator, UnCLIPSettings
 
@@ -213,7 +211,7 @@ def _meta_icgan(model_name: str, preset: str):
     return get_generator_class(model_name).from_preset(preset, device="meta")
 
 
-def _icgan_cost(model_name: str, preset: str, encoder_calls: float, params: dict[str, Any]) -> CostReport:
+def icgan_cost(model_name: str, preset: str, encoder_calls: float, params: dict[str, Any]) -> CostReport:
     """Cost of one IC-GAN view: ResNet-50 feature extractor + one BigGAN generator pass."""
     from genview.generator.resnet_features import ENCODER_INPUT_SIZE
 
@@ -250,7 +248,7 @@ def _meta_eldm(preset: str):
     return ELDMGenerator.from_preset(preset, device="meta")
 
 
-def _eldm_cost(preset: str, encoder_calls: float, params: dict[str, Any]) -> CostReport:
+def eldm_cost(preset: str, encoder_calls: float, params: dict[str, Any]) -> CostReport:
     """Cost of one E-LDM view: DINO encoder, UNet x steps (x2 rows with guidance != 1), VQ decoder."""
     from genview.generator.eldm import ELDMGenerator
 
@@ -292,6 +290,47 @@ def _eldm_cost(preset: str, encoder_calls: float, params: dict[str, Any]) -> Cos
     )
     settings["image_size"] = int(gen.image_size)
     return CostReport("eldm", preset, settings, stages)
+
+
+# --------------------------------------------------------------------------------------------------
+# sd-image-variations
+# --------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def _meta_sd_image_variations(preset: str):
+    """Return a meta-device sd-image-variations of `preset` (built once per process: shapes only)."""
+    from genview.generator.sd_image_variations.model import SDImageVariationsGenerator
+
+    return SDImageVariationsGenerator.from_preset(preset, device="meta")
+
+
+def sd_image_variations_cost(preset: str, encoder_calls: float, params: dict[str, Any]) -> CostReport:
+    """Cost of one sd-image-variations view: CLIP image encoder, UNet x steps (x2 rows guided), VAE decoder."""
+    from genview.generator.sd_image_variations.model import SDImageVariationsGenerator
+
+    base = _meta_sd_image_variations(preset)
+    # A generator over the shared meta pipeline checks `params` and resolves defaults exactly as a real run.
+    gen = SDImageVariationsGenerator(base.pipe, params, base.weights, torch.device("meta"))
+    pipe, meta, rows = gen.pipe, torch.device("meta"), 2 if gen.guided else 1
+    side = int(pipe.image_encoder.config.image_size)
+    latent = gen.image_size // pipe.vae_scale_factor
+    channels = int(pipe.unet.config.in_channels)
+    encoder_flops = count_flops(pipe.image_encoder, torch.empty(1, 3, side, side, device=meta))
+    denoiser_flops = count_flops(
+        pipe.unet, torch.empty(rows, channels, latent, latent, device=meta), torch.tensor(500, device=meta),
+        encoder_hidden_states=torch.empty(rows, 1, int(pipe.unet.config.cross_attention_dim), device=meta),
+    )  # fmt: skip
+    decoder_flops = count_flops(pipe.vae.decode, torch.empty(1, channels, latent, latent, device=meta))
+    steps = int(gen.params["num_inference_steps"])
+    stages = (
+        StageCost("encoder", count_params(pipe.image_encoder), encoder_flops, encoder_calls,
+                  "CLIP image encoder: once per source (shared by k views) + once per view to score it"),
+        StageCost("denoiser", count_params(pipe.unet), denoiser_flops, float(steps),
+                  f"UNet, {rows} row(s) per step ({'guided: conditional + zero embedding' if rows == 2 else 'no guidance'})"),
+        StageCost("decoder", count_params(pipe.vae.decoder, pipe.vae.post_quant_conv), decoder_flops, 1.0,
+                  "VAE decoder, latents to pixels"),
+    )
+    return CostReport("sd-image-variations", preset, dict(gen.params), stages)
 
 
 # --------------------------------------------------------------------------------------------------

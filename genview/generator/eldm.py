@@ -50,6 +50,7 @@ from genview.generator.base import (
     read_random_marker,
     sha256_files,
 )
+from genview.generator.builtin import ELDM
 from genview.generator.encoders import ConditionEncoder
 from genview.generator.seeding import torch_generator
 
@@ -388,19 +389,17 @@ class ELDMGenerator(ViewGenerator):
       bf16/fp16 autocast on CUDA, fp32 on CPU | "fp32"), compile (torch.compile the UNet on CUDA).
     """
 
-    model_name = "eldm"
-    needs_labels = False
+    declaration = ELDM
 
-    _PARAM_DEFAULTS: dict[str, Any] = {
-        "steps": 50,
-        "guidance_preset": "imagenet",
-        "guidance_scale": None,
-        "scheduler": "ddim",
-        "eta": 0.0,
-        "normalize_embedding": None,
-        "precision": "auto",
-        "compile": False,
-    }
+    @classmethod
+    def view_cost(cls, preset: str, encoder_calls: float, params: dict[str, Any]):
+        """DINO encoder, UNet x steps (x2 rows with guidance != 1), VQ decoder (`genview.generator.cost`)."""
+        from genview.generator.cost import eldm_cost
+
+        return eldm_cost(preset, encoder_calls, params)
+
+    #: From the declaration (genview.generator.builtin.ELDM): one place for names, types and defaults.
+    _PARAM_DEFAULTS: dict[str, Any] = ELDM.params.defaults()
 
     def __init__(
         self,
@@ -417,6 +416,7 @@ class ELDMGenerator(ViewGenerator):
         unknown = sorted(set(params) - set(self._PARAM_DEFAULTS))
         if unknown:
             raise ValueError(f"unknown eldm params {unknown}; known: {', '.join(sorted(self._PARAM_DEFAULTS))}")
+        params = self.check_params(params)
         settings = {**self._PARAM_DEFAULTS, **params}
         if settings["guidance_preset"] not in GUIDANCE_PRESETS:
             raise ValueError(

@@ -57,6 +57,7 @@ from genview.generator.resnet_features import (
     save_swav_checkpoint,
     save_torchvision_checkpoint,
 )
+from genview.generator.builtin import CC_ICGAN, ICGAN
 from genview.generator.seeding import torch_generator
 
 GENERATOR_FILE = "G_ema_best.pth"
@@ -194,8 +195,6 @@ class _ICGANBase(ViewGenerator):
     #: ic_gan's ``feature_extractor`` when the config does not name one.
     default_feature_extractor: ClassVar[str]
     default_truncation: ClassVar[float]
-    #: Names the user can pass as ``**params``.
-    param_names: ClassVar[tuple[str, ...]] = ("truncation", "truncation_mode", "dtype", "channels_last", "tf32", "compile")
 
     def __init__(
         self,
@@ -263,9 +262,17 @@ class _ICGANBase(ViewGenerator):
 
     @classmethod
     def _check_params(cls, params: dict[str, Any]) -> None:
-        unknown = sorted(set(params) - set(cls.param_names))
-        if unknown:
-            raise ValueError(f"unknown {cls.model_name} parameter(s) {unknown}; known: {list(cls.param_names)}")
+        # encoder_weights is declared (the service checks it as a path) but is from_pretrained's own argument.
+        if "encoder_weights" in params:
+            raise ValueError(f"{cls.model_name}: encoder_weights applies to from_pretrained only")
+        cls.check_params(params)
+
+    @classmethod
+    def view_cost(cls, preset: str, encoder_calls: float, params: dict[str, Any]):
+        """ResNet-50 feature extractor + one BigGAN pass per view (`genview.generator.cost`)."""
+        from genview.generator.cost import icgan_cost
+
+        return icgan_cost(cls.model_name, preset, encoder_calls, params)
 
     @classmethod
     def preset_config(cls, preset: str) -> tuple[BigGANConfig, dict[str, Any]]:
@@ -500,8 +507,7 @@ def resolve_dtype(name: str, device: torch.device) -> str:
 class ICGANGenerator(_ICGANBase):
     """IC-GAN: BigGAN conditioned on a SwAV ResNet-50 instance feature; labels are ignored."""
 
-    model_name: ClassVar[str] = "icgan"
-    needs_labels: ClassVar[bool] = False
+    declaration = ICGAN
     class_cond: ClassVar[bool] = False
     default_feature_extractor: ClassVar[str] = "selfsupervised"
     #: DA IC-GAN's truncation sigma for IC-GAN.
@@ -511,8 +517,7 @@ class ICGANGenerator(_ICGANBase):
 class CCICGANGenerator(_ICGANBase):
     """CC-IC-GAN: BigGAN conditioned on a supervised ResNet-50 instance feature and a class label."""
 
-    model_name: ClassVar[str] = "cc-icgan"
-    needs_labels: ClassVar[bool] = True
+    declaration = CC_ICGAN
     class_cond: ClassVar[bool] = True
     default_feature_extractor: ClassVar[str] = "classification"
     #: DA IC-GAN's truncation sigma for CC-IC-GAN.

@@ -36,6 +36,7 @@ from genview.generator.base import (
     sha256_files,
     write_random_marker,
 )
+from genview.generator.builtin import UNCLIP
 from genview.generator.seeding import torch_generator
 
 PIPELINE_CLASS = "StableUnCLIPImg2ImgPipeline"
@@ -112,7 +113,7 @@ class UnCLIPSettings:
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"unknown unCLIP param(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**params)
+        return cls(**UNCLIP.check_params(params))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,7 +314,7 @@ def _resolve_weights_dir(path: str) -> Path:
         ) from exc
 
 
-def _component_files(directory: Path) -> list[Path]:
+def diffusers_component_files(directory: Path) -> list[Path]:
     """Return model_index.json and every file of the components it lists (what from_pretrained reads)."""
     index = json.loads((directory / "model_index.json").read_text())
     files = [directory / "model_index.json"]
@@ -333,12 +334,13 @@ def _weights_variant(directory: Path) -> str | None:
     return "fp16" if any((unet / f"diffusion_pytorch_model.fp16.{ext}").is_file() for ext in ("safetensors", "bin")) else None
 
 
-def _module_digest(pipe, preset: str, seed: int) -> str:
-    """Return a sha256 over a pipeline's tensors (or, on meta, where tensors carry no values, its configs)."""
+def pipeline_digest(pipe, preset: str, seed: int, model: str = "unclip",
+                    components: Sequence[str] = ("image_encoder", "image_normalizer", "text_encoder", "unet", "vae")) -> str:
+    """Return a sha256 over a pipeline's tensors (or, on meta, where tensors carry no values, their shapes)."""
     import hashlib
 
-    digest = hashlib.sha256(f"unclip:{preset}:{seed}".encode())
-    for name in ("image_encoder", "image_normalizer", "text_encoder", "unet", "vae"):
+    digest = hashlib.sha256(f"{model}:{preset}:{seed}".encode())
+    for name in components:
         module = getattr(pipe, name)
         for key, tensor in sorted(module.state_dict().items()):
             digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
@@ -363,7 +365,14 @@ class UnCLIPGenerator(ViewGenerator):
     a dot product, or use ``UnCLIPGenerator.similarity``.
     """
 
-    model_name = "unclip"
+    declaration = UNCLIP
+
+    @classmethod
+    def view_cost(cls, preset: str, encoder_calls: float, params: dict[str, Any]):
+        """CLIP image encoder, UNet x steps (x2 rows with guidance), VAE decoder (`genview.generator.cost`)."""
+        from genview.generator.cost import unclip_cost
+
+        return unclip_cost(preset, encoder_calls, params)
 
     def __init__(self, pipe, settings: UnCLIPSettings, weights: WeightsInfo, device: torch.device,
                  random_marker: dict[str, Any] | None = None) -> None:
@@ -375,7 +384,7 @@ class UnCLIPGenerator(ViewGenerator):
         self._device = device
         self._random_marker = random_marker
         self._settings = settings
-        self._dtype = _resolve_dtype(settings.dtype, device)
+        self._dtype = resolve_diffusers_dtype(settings.dtype, device)
         pipe.set_progress_bar_config(disable=True)
 
         # One scheduler per name, built from the checkpoint's own schedule (betas, v-prediction), with the
@@ -435,7 +444,7 @@ class UnCLIPGenerator(ViewGenerator):
                 f"--weights {path}: a {index.get('_class_name', 'diffusers')} directory without {', '.join(missing)}; "
                 f"unCLIP views need a {PIPELINE_CLASS} (e.g. stabilityai/stable-diffusion-2-1-unclip)"
             )
-        dtype = _resolve_dtype(settings.dtype, device)
+        dtype = resolve_diffusers_dtype(settings.dtype, device)
         # float32 is diffusers' default; naming a dtype only for half precision keeps older and newer
         # diffusers (torch_dtype vs dtype) both quiet on the CPU path.
         extra = {} if dtype == torch.float32 else {"torch_dtype": dtype}
@@ -446,7 +455,7 @@ class UnCLIPGenerator(ViewGenerator):
         marker = read_random_marker(directory)
         weights = WeightsInfo(
             id=str(path),
-            sha256=sha256_files(_component_files(directory)),
+            sha256=sha256_files(diffusers_component_files(directory)),
             random_init=marker is not None,
             preset=marker.get("preset") if marker else None,
         )
@@ -462,11 +471,11 @@ class UnCLIPGenerator(ViewGenerator):
         settings = UnCLIPSettings.from_params(params)
         device = torch.device(device)
         pipe = _build_pipeline(preset, seed, device)
-        dtype = _resolve_dtype(settings.dtype, device)
+        dtype = resolve_diffusers_dtype(settings.dtype, device)
         if dtype != torch.float32:
             pipe.to(dtype=dtype)
         weights = WeightsInfo(
-            id=f"preset:{preset}", sha256=_module_digest(pipe, preset, seed), random_init=True, preset=preset
+            id=f"preset:{preset}", sha256=pipeline_digest(pipe, preset, seed), random_init=True, preset=preset
         )
         marker = {"model": cls.model_name, "preset": preset, "seed": int(seed)}
         return cls(pipe, settings, weights, device, random_marker=marker)
@@ -492,7 +501,7 @@ class UnCLIPGenerator(ViewGenerator):
     def params(self) -> dict[str, Any]:
         """Sampling settings in force (defaults resolved), JSON-able."""
         out = dataclasses.asdict(self._settings)
-        out.update(image_size=self._image_size, dtype=_dtype_name(self._dtype), compile=bool(
+        out.update(image_size=self._image_size, dtype=dtype_name(self._dtype), compile=bool(
             self._settings.compile and self._device.type == "cuda"))
         out["guidance_scale"] = float(out["guidance_scale"])
         out["eta"] = float(out["eta"])
@@ -536,20 +545,7 @@ class UnCLIPGenerator(ViewGenerator):
     @torch.inference_mode()
     def embed(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         """Return raw CLIP image embeddings [N, D] (float32, CPU): the conditioning unCLIP expects (see class doc)."""
-        if isinstance(images, torch.Tensor):
-            if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"embed expects a uint8 [N, 3, H, W] tensor, got {images.dtype} {tuple(images.shape)}")
-            arrays = list(images.permute(0, 2, 3, 1).cpu().numpy())
-        else:
-            arrays = [np.array(img.convert("RGB")) for img in images]
-        if self._settings.source_crop is not None:
-            arrays = [_centre_crop_resize(a, int(self._settings.source_crop)) for a in arrays]
-        if not arrays:
-            return torch.zeros(0, self.embedding_dim)
-        pixels = self.pipe.feature_extractor(images=arrays, return_tensors="pt").pixel_values
-        encoder = self.pipe.image_encoder
-        pixels = pixels.to(device=self._device, dtype=next(encoder.parameters()).dtype)
-        return encoder(pixels).image_embeds.float().cpu()
+        return clip_image_embeds(self.pipe, images, self._device, self._settings.source_crop)
 
     @staticmethod
     def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -626,6 +622,29 @@ class UnCLIPGenerator(ViewGenerator):
         return self._empty_prompt
 
 
+def clip_image_embeds(pipe, images: Sequence[Image.Image] | torch.Tensor, device: torch.device,
+                      source_crop: int | None = None) -> torch.Tensor:
+    """Return a pipeline's raw CLIP ``image_embeds`` [N, D] (float32, CPU) of PIL images or a uint8 [N, 3, H, W] tensor.
+
+    Preprocessed by the pipeline's own ``feature_extractor`` (CLIPImageProcessor), as its ``__call__`` does;
+    ``source_crop`` first centre-crops each image and resizes it to that side.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"embed expects a uint8 [N, 3, H, W] tensor, got {images.dtype} {tuple(images.shape)}")
+        arrays = list(images.permute(0, 2, 3, 1).cpu().numpy())
+    else:
+        arrays = [np.array(img.convert("RGB")) for img in images]
+    if source_crop is not None:
+        arrays = [_centre_crop_resize(a, int(source_crop)) for a in arrays]
+    encoder = pipe.image_encoder
+    if not arrays:
+        return torch.zeros(0, int(encoder.config.projection_dim))
+    pixels = pipe.feature_extractor(images=arrays, return_tensors="pt").pixel_values
+    pixels = pixels.to(device=device, dtype=next(encoder.parameters()).dtype)
+    return encoder(pixels).image_embeds.float().cpu()
+
+
 def _pin_supplied_latents(pipe) -> None:
     """Make ``pipe.prepare_latents`` return supplied latents as given (already scaled by init_noise_sigma).
 
@@ -653,7 +672,7 @@ def _centre_crop_resize(array: np.ndarray, side: int) -> np.ndarray:
     return np.array(square.resize((side, side), Image.BILINEAR))
 
 
-def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_diffusers_dtype(name: str, device: torch.device) -> torch.dtype:
     """Return the compute dtype: half precision only on CUDA (bf16 where supported), float32 elsewhere."""
     if name != "auto":
         if device.type not in ("cuda", "meta") and name != "float32":
@@ -667,6 +686,6 @@ def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     """Return the params name of a dtype."""
     return {v: k for k, v in DTYPES.items()}[dtype]

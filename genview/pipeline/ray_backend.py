@@ -36,6 +36,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
         "--ray-address / --workers need Ray; install it with: pip install 'genview[ray]'"
     ) from _exc
 
+from genview import confinement
 from genview.datastore import layout
 from genview.datastore.store import Store
 from genview.pipeline.backends import ModelDescription, ShardPlan, cpu_threads
@@ -60,8 +61,11 @@ class ShardFailedError(RuntimeError):
 class ShardWorker:
     """A Ray actor: loads the spec's generator once, then makes whole shards with `run_shard`."""
 
-    def __init__(self, spec_json: str, driver: dict[str, Any] | None = None):
+    def __init__(self, spec_json: str, driver: dict[str, Any] | None = None, policy_json: str | None = None):
         self.spec = GenerateSpec.model_validate_json(spec_json)
+        if policy_json:
+            # The driver's file roots (job service): this actor opens sources and weights under them too.
+            confinement.install(confinement.Policy.from_json(policy_json))
         self.watch: DriverWatch | None = None
         if driver is not None:
             # First, before the model loads: a driver that died meanwhile must not get a worker at all.
@@ -330,7 +334,10 @@ class RayBackend:
         spec_json = spec.model_dump_json()
         driver = driver_identity()
         self._options = options
-        self._workers = [_Worker(i, actor_class.options(**options).remote(spec_json, driver)) for i in range(count)]
+        policy = confinement.active()
+        policy_json = policy.to_json() if policy is not None else None
+        self._workers = [_Worker(i, actor_class.options(**options).remote(spec_json, driver, policy_json))
+                         for i in range(count)]
 
     def describe(self, spec: GenerateSpec) -> ModelDescription:
         """Start the workers and ask one for the model it loaded: the driver never builds a model."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import sys
@@ -15,13 +16,16 @@ from genview.datastore import layout
 from genview.datastore.fs import canonical_url
 from genview.datastore.pairing import choose_secondaries
 from genview.datastore.sources import assign_shards, class_conditional_label_indices, listing_digest, scan_sources
-from genview.datastore.store import Store, StoreError, spec_differences
+from genview.datastore.shardcheck import SPEC_DIGEST
+from genview.datastore.store import Store, StoreError, comparable_spec, spec_differences, spec_digest
 from genview.datastore.verify import quick_check_shard, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
-from genview.generator.registry import get_generator_class, weights_required
+from genview.confinement import confined_path
+from genview.generator.registry import get_generator_class, path_params, weights_required
 from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
 from genview.pipeline.progress import JobProgress, LiveProgressFile
 from genview.pipeline.shard import ViewSettings
+from genview.pipeline.source_copy import mixed_formats_message, source_formats
 from genview.pipeline.spec import IDENTITY_FIELDS, GenerateSpec, resolve_device
 
 
@@ -76,7 +80,17 @@ def load_generator(spec: GenerateSpec) -> ViewGenerator:
     kwargs: dict[str, Any] = dict(spec.params)
     if spec.encoder_weights:
         kwargs["encoder_weights"] = spec.encoder_weights
-    return cls.from_pretrained(spec.weights, device=resolve_device(spec.device), **kwargs)
+    # Under the job service's roots, every weights file is opened now, confined (symlinks followed
+    # and checked), and the loader reads exactly those files (genview.confinement.confined_path).
+    paths = [name for name in path_params(spec.model) if kwargs.get(name) is not None]
+    with contextlib.ExitStack() as stack:
+        weights = stack.enter_context(confined_path(spec.weights, "weights"))
+        for name in paths:
+            kwargs[name] = stack.enter_context(confined_path(str(kwargs[name]), "weights"))
+        generator = cls.from_pretrained(weights, device=resolve_device(spec.device), **kwargs)
+    if weights != spec.weights:
+        generator.weights = dataclasses.replace(generator.weights, id=str(spec.weights))
+    return generator
 
 
 def resolved_alphas(spec: GenerateSpec, generator: ViewGenerator | ModelDescription) -> list[float] | None:
@@ -120,22 +134,21 @@ def store_identity(spec: GenerateSpec, generator: ViewGenerator | ModelDescripti
         identity["alpha_weights"] = "primary"
     # The recipe the values came from (a label: the values above are what decide the content).
     identity["recipe"] = spec.recipe
+    weights = generator.weights.to_dict()
+    if os.path.exists(os.path.expanduser(str(weights["id"]))):
+        # A local folder is recorded absolute and normalised: `verify --repair` and reruns from
+        # another folder find it (a hub id or preset name is kept as given).
+        weights["id"] = canonical_url(weights["id"])
     identity.update(
-        weights=generator.weights.to_dict(),
+        weights=weights,
         params=generator.params,
         image_size=generator.image_size,
     )
     return identity
 
 
-def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
-    """Drop what may legitimately differ between runs of one job (where the weights file lives)."""
-    out = dict(identity)
-    weights = dict(out.get("weights") or {})
-    weights.pop("id", None)
-    out["weights"] = weights
-    out.pop("recipe", None)  # the same values with or without naming the recipe make the same store
-    return out
+#: Drop what may legitimately differ between runs of one job (where the weights live, the recipe's name).
+_comparable = comparable_spec
 
 
 #: How many skipped (non-image) file names genview.json lists; the count is always exact.
@@ -163,6 +176,10 @@ def _plan(spec: GenerateSpec) -> tuple[pa.Table, dict[str, Any]]:
         "num_shards": num_shards,
         "shard_pattern": layout.relative_shard_pattern(num_shards),
     }
+    if spec.source_copy == "original":  # original bytes keep each file's format: one member name or several
+        facts["source_formats"] = source_formats(sources.column("uri").to_pylist())
+        if len(facts["source_formats"]) > 1:
+            print(f"genview: WARNING: {mixed_formats_message(facts['source_formats'])}", file=sys.stderr)
     return sources, facts
 
 
@@ -216,9 +233,50 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
         return store, sources
     store.prepare_dirs()
     sources, facts = _plan(spec)
+    check_orphan_shards(store, identity, sources)
     store.write_sources(sources)
     store.write_header(identity, extra={"random_weights": identity["weights"]["random_init"], **facts})
     return store, sources
+
+
+def check_orphan_shards(store: Store, identity: dict[str, Any], sources: pa.Table) -> None:
+    """Refuse to adopt done shards of a store that lost genview.json unless this spec made them.
+
+    Their done markers record the digest of the spec that made them; markers written before that
+    field existed cannot say, so the store is refused with what to do. When sources.parquet is still
+    there, the new listing must match it too (the shards hold the sources it planned).
+    """
+    done = sorted(store.done_shards())
+    if not done:
+        return
+    wanted = spec_digest(identity)
+    unknown, other = [], []
+    for shard in done:
+        try:
+            made_by = store.read_stats(shard).get(SPEC_DIGEST)
+        except (OSError, ValueError):
+            made_by = None
+        if made_by is None:
+            unknown.append(shard)
+        elif made_by != wanted:
+            other.append(shard)
+    what = f"{store.url} has no {layout.SPEC_FILE} but holds {len(done)} done shard(s)"
+    if other:
+        raise StoreError(
+            f"{what} made with a different spec than this run's (e.g. shard {layout.shard_name(other[0])}): "
+            "rerun with the settings that made them, restore genview.json, or pass --overwrite to start over"
+        )
+    if unknown:
+        raise StoreError(
+            f"{what} whose done markers do not record the spec that made them (written by an older genview), "
+            f"e.g. shard {layout.shard_name(unknown[0])}: restore genview.json from a backup, or pass "
+            "--overwrite to start over"
+        )
+    if store.fs.exists(store.path(layout.SOURCES_FILE)) and listing_digest(store.read_sources()) != listing_digest(sources):
+        raise StoreError(
+            f"{what}, and the source now lists differently than its sources.parquet: restore genview.json "
+            "and the source, or pass --overwrite to start over"
+        )
 
 
 def generate(
@@ -360,12 +418,31 @@ def repair(url: str, weights: str | None = None, progress: bool = True, **overri
     """Verify a store fully (sha256 included), remove its damaged shards and temp files, and redo them.
 
     Returns the shards that were redone and the job summary.
+    Nothing is deleted before the rebuild is known to work: the model is loaded and the spec it gives
+    compared with genview.json first (a missing or different model leaves the store as it was).
+    Temp files of killed writes are not data: with nothing to redo they are removed without a model.
     """
     store = Store(url)
     report = verify_store(url, require_complete=False)
-    for shard in report.damaged:
-        store.reset_shard(shard)  # marker first: the shard is simply not done any more
-    for path in store.leftovers():
-        store.fs.rm(path)
+    if report.shards_planned and not report.damaged and not report.missing:
+        for path in store.leftovers():
+            store.fs.rm(path)
+        return [], summarize(store)
     spec = spec_from_store(url, weights=weights, **overrides)
-    return report.damaged, generate(spec, progress=progress)
+    backend = make_backend(spec)  # loads the model (in-process) or starts the workers (Ray): may fail here
+    try:
+        identity = store_identity(spec, backend.describe(spec))
+        diff = spec_differences(_comparable(store.spec), _comparable(identity))
+        if diff:
+            raise StoreError(
+                f"{url}: the model and settings found now would not remake this store's shards, so nothing was "
+                "deleted:\n" + "\n".join(diff) + "\npass --weights with the weights it was made with"
+            )
+        for shard in report.damaged:
+            store.reset_shard(shard)  # marker first: the shard is simply not done any more
+        for path in store.leftovers():
+            store.fs.rm(path)
+        return report.damaged, _generate(spec, backend, overwrite=False, progress=progress, on_shard=None,
+                                         check_hashes=False, live_progress=False)
+    finally:
+        backend.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import time
 from concurrent.futures import Executor
 from typing import Any, Callable
@@ -18,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from genview import confinement
 from genview.datastore import layout
 from genview.datastore.fs import open_url
 from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
@@ -91,11 +91,13 @@ def _read_bytes(uri: str, cache: dict[str, Any], raw_path: bytes | None = None) 
     """Read a source's bytes through fsspec, reusing one filesystem object per protocol.
 
     `raw_path` is the exact local path of a file whose name is not UTF-8 (sources' `uri_bytes`).
+    Local files are opened through `genview.confinement` (under the job's source roots when it has
+    any), URLs checked against its URL roots: the file read is the file checked, at that moment.
     """
-    if raw_path is not None:
-        with open(os.fsdecode(raw_path), "rb") as fh:
-            return fh.read()
     protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    if raw_path is not None or protocol == "file":
+        return confinement.read_bytes(raw_path if raw_path is not None else uri, "read", shown=uri)
+    confinement.check(uri, "read")
     if protocol not in cache:
         cache[protocol] = open_url(uri)[0]
     fs = cache[protocol]

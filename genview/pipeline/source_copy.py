@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
 import posixpath
+from typing import Iterable
 
 from PIL import Image
 
@@ -16,6 +18,21 @@ def source_extension(uri: str) -> str:
     """Return the lower-case extension of a source file (for --source-copy original)."""
     ext = posixpath.splitext(uri)[1].lower().lstrip(".")
     return ext or "bin"
+
+
+def source_formats(uris: Iterable[str]) -> dict[str, int]:
+    """Return how many sources have each file extension (what --source-copy original stores them as)."""
+    return dict(sorted(collections.Counter(source_extension(uri) for uri in uris).items()))
+
+
+def mixed_formats_message(formats: dict[str, int]) -> str:
+    """The warning for --source-copy original over a listing of several formats (also shown by `inspect`)."""
+    counts = ", ".join(f"{count} {ext}" for ext, count in formats.items())
+    return (
+        f"--source-copy original over sources in {len(formats)} formats ({counts}): samples get src.{'/src.'.join(formats)} "
+        "members, so outside tar readers that ask for one member name (Hugging Face datasets, Ray Data, webdataset's "
+        "to_tuple('src.jpg')) will not open this store; --source-copy jpg (the default) or png gives one name"
+    )
 
 
 @dataclasses.dataclass(frozen=True)

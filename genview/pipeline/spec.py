@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from genview.generator.registry import model_names
+from genview.generator.registry import get_declaration
 from genview.recipes import apply_recipe, get_recipe, recipe_names
 
 def usable_cpus() -> int:
@@ -31,6 +31,9 @@ def default_io_threads() -> int:
     return max(1, min(MAX_DEFAULT_IO_THREADS, usable_cpus() - 1))
 
 
+#: The largest job seed: seeds are int64 in the manifest (and 63-bit per view, genview.generator.seeding).
+MAX_SEED = 2**63 - 1
+
 #: Spec fields that decide a store's content; a rerun into an existing store must agree on them.
 IDENTITY_FIELDS = (
     "source", "model", "k", "seed", "shard_size", "view_size", "format", "quality", "best_of",
@@ -53,7 +56,7 @@ class GenerateSpec(BaseModel):
     weights: str | None = Field(default=None, description="checkpoint directory or hub id")
     encoder_weights: str | None = Field(default=None, description="condition-encoder checkpoint, if not beside the weights")
     k: int = Field(default=10, ge=1, le=1000, description="views per source")
-    seed: int = Field(default=0, ge=0, description="job seed; view seeds derive from it")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="job seed, 0..2**63-1 (an int64, as the manifest stores seeds); view seeds derive from it")
     shard_size: int = Field(default=1000, ge=1, le=1_000_000, description="sources per shard")
     batch_size: int = Field(default=32, ge=1, le=4096, description="generator batch (source x view rows)")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
@@ -119,9 +122,17 @@ class GenerateSpec(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if value not in model_names():
-            raise ValueError(f"unknown model {value!r}; known models: {', '.join(model_names())}")
+        get_declaration(value)  # ValueError listing the known models (a package.module:Class is imported)
         return value
+
+    @field_validator("params")
+    @classmethod
+    def _declared_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # One declaration per model (genview.generator.builtin, or the plugin's): names, types, bounds.
+        # Strict: "3" is not an int, true is not a number. Ints given for a float param become floats.
+        # (`model` is validated first: fields run in order. When it failed, there is nothing to check against.)
+        model = info.data.get("model")
+        return get_declaration(model).check_params(value) if model else value
 
 
     @model_validator(mode="after")

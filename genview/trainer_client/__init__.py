@@ -22,15 +22,31 @@ For ``__getitem__`` access (DistributedSampler, the DA IC-GAN fixed-count batch 
 """
 
 from genview.trainer_client.augment import AugmentParams, build_transform, preset, preset_params
-from genview.trainer_client.dataset import CorruptShardWarning, GenViewDataset
+from genview.trainer_client.dataset import CorruptShardWarning, GenViewDataset, GenViewLoader
 from genview.trainer_client.filters import ViewFilter, classes_above_fid
 from genview.trainer_client.losses import disentanglement_loss_dino, disentanglement_loss_simclr, nt_xent_loss
 from genview.trainer_client.map_dataset import GenViewMapDataset
-from genview.trainer_client.policies import PairPolicy, SinglePolicy, SoloLearnOutput, TripletPolicy, ViewContext
+from genview.trainer_client.policies import (
+    MultiViewPolicy,
+    PairPolicy,
+    SinglePolicy,
+    SoloLearnOutput,
+    TripletPolicy,
+    ViewContext,
+    lightly_policy,
+    per_view_transforms,
+    sololearn_policy,
+)
 from genview.trainer_client.pull import PullReport, StoreVerificationError, pull_store
 from genview.trainer_client.samples import CorruptSampleError, RawSample
 from genview.trainer_client.sampler import FixedCountBatchSampler, ViewRequest
-from genview.trainer_client.store_index import CorruptShardError, StoreFormatError, StoreIndex
+from genview.trainer_client.store_index import (
+    CorruptShardError,
+    PartialStoreError,
+    PartialStoreWarning,
+    StoreFormatError,
+    StoreIndex,
+)
 
 __all__ = [
     "AugmentParams",
@@ -39,8 +55,12 @@ __all__ = [
     "CorruptShardWarning",
     "FixedCountBatchSampler",
     "GenViewDataset",
+    "GenViewLoader",
     "GenViewMapDataset",
+    "MultiViewPolicy",
     "PairPolicy",
+    "PartialStoreError",
+    "PartialStoreWarning",
     "PullReport",
     "RawSample",
     "SinglePolicy",
@@ -57,7 +77,10 @@ __all__ = [
     "disentanglement_loss_dino",
     "disentanglement_loss_simclr",
     "nt_xent_loss",
+    "lightly_policy",
+    "per_view_transforms",
     "preset",
     "preset_params",
     "pull_store",
+    "sololearn_policy",
 ]

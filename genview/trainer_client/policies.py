@@ -6,6 +6,9 @@
 * ``SinglePolicy`` -- one image per sample (supervised DA IC-GAN, seed 004): a generated view with
   probability p_G, or exactly as a ``FixedCountBatchSampler`` asks.
 * ``TripletPolicy`` -- Gen-SIS interpolation (seed 003): primary, secondary, interpolated view, alpha.
+* ``MultiViewPolicy`` -- any number of crops from a multi-view transform as the SSL libraries build
+  it (lightly's ``SimCLRTransform``/``DINOTransform``, solo-learn's ``NCropAugmentation`` pipelines),
+  in lightly's ``(views, target, name)`` or solo-learn's ``(index, views, target)`` layout.
 
 Which generated view a source gets is drawn from an RNG seeded by (seed, epoch, source id) only, so
 it changes every epoch, repeats with the seed, and does not depend on rank, worker or shuffle order.
@@ -60,6 +63,50 @@ class ViewContext:
         return choice_rng(self.seed, self.epoch, source_id)
 
 
+def per_view_transforms(transform: Any) -> list[Transform]:
+    """Split a multi-view transform into one callable per view, as the SSL libraries build them.
+
+    Accepts lightly's ``MultiViewTransform`` family (``SimCLRTransform``, ``DINOTransform``, ...: a
+    ``transforms`` list, one per view), solo-learn's ``NCropAugmentation`` (``transform`` applied
+    ``num_crops`` times) and ``FullTransformPipeline`` (a ``transforms`` list of those), or a
+    list/tuple of per-image callables.
+    """
+    if isinstance(transform, (list, tuple)):
+        views: list[Transform] = []
+        for item in transform:
+            views += per_view_transforms(item) if _is_multi_view(item) else [item]
+        return views
+    if hasattr(transform, "num_crops") and callable(getattr(transform, "transform", None)):
+        return [transform.transform] * int(transform.num_crops)  # solo-learn NCropAugmentation
+    if isinstance(getattr(transform, "transforms", None), (list, tuple)) and _is_multi_view(transform):
+        return per_view_transforms(list(transform.transforms))  # lightly MultiViewTransform, solo-learn pipeline
+    raise TypeError(
+        f"{type(transform).__name__} is not a multi-view transform genview can split: pass lightly's "
+        "MultiViewTransform (SimCLRTransform, ...), solo-learn's NCropAugmentation/FullTransformPipeline, or a "
+        "list of per-view transforms"
+    )
+
+
+def _is_multi_view(transform: Any) -> bool:
+    """True for the multi-view transform shapes ``per_view_transforms`` splits (not a torchvision Compose)."""
+    if hasattr(transform, "num_crops") and callable(getattr(transform, "transform", None)):
+        return True
+    # By class name, so neither library has to be installed; torchvision's Compose also has a
+    # `transforms` list, but of steps applied in sequence to one image.
+    names = {c.__name__ for c in type(transform).__mro__}
+    return isinstance(getattr(transform, "transforms", None), (list, tuple)) and bool(
+        names & {"MultiViewTransform", "FullTransformPipeline"})
+
+
+def _one_view(output: Any, which: str) -> Any:
+    if isinstance(output, (list, tuple)):
+        raise TypeError(
+            f"the {which} transform returned {len(output)} views for one image: it is a multi-view transform "
+            "(e.g. lightly's SimCLRTransform); pass it whole as PairPolicy(transforms=...) or use MultiViewPolicy"
+        )
+    return output
+
+
 def _check_probability(name: str, value: float) -> float:
     value = float(value)
     if not 0.0 <= value <= 1.0:
@@ -100,10 +147,12 @@ class PairPolicy:
         strategy: str = "generative_standard",
         preset: str = "simclr",
         crop_size: int = 224,
-        transforms: Sequence[Transform] | None = None,
+        transforms: Sequence[Transform] | Any | None = None,
     ):
         self.p = _check_probability("p", p)
         self.both = bool(both)
+        if transforms is not None and (_is_multi_view(transforms) or not isinstance(transforms, (list, tuple))):
+            transforms = per_view_transforms(transforms)
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
         self.strategy = strategy
@@ -112,7 +161,8 @@ class PairPolicy:
         if transforms is None:
             transforms = augment.preset(preset, self.crop_size, STRATEGIES[strategy])
         if len(transforms) != 2:
-            raise ValueError("transforms must be a (view 1, view 2) pair")
+            raise ValueError(f"transforms must be a (view 1, view 2) pair, got {len(transforms)} views "
+                             "(for more crops use MultiViewPolicy)")
         self.transforms = tuple(transforms)
 
     @property
@@ -144,8 +194,8 @@ class PairPolicy:
         first, second = self.choose(sample, ctx)
         images = _Images(sample)
         return {
-            "view1": self.transforms[0](images.get(first)),
-            "view2": self.transforms[1](images.get(second)),
+            "view1": _one_view(self.transforms[0](images.get(first)), "view 1"),
+            "view2": _one_view(self.transforms[1](images.get(second)), "view 2"),
             "view1_index": first,
             "view2_index": second,
             "source_id": sample.source_id,
@@ -277,6 +327,63 @@ class TripletPolicy:
             "label_index": sample.label_index,
             "key": sample.key,
         }
+
+
+LAYOUTS = ("lightly", "solo-learn")
+
+
+class MultiViewPolicy:
+    """Crops of an SSL library's multi-view transform, in that library's batch layout (seed 000's generative step first).
+
+    ``transform`` is used as the library builds it (see ``per_view_transforms``): lightly's
+    ``SimCLRTransform(...)``, ``DINOTransform(...)``; solo-learn's ``NCropAugmentation`` or
+    ``FullTransformPipeline`` (``prepare_n_crop_transform``). As in ``PairPolicy``, image A is the
+    source and image B a generated view with probability ``p`` (``both``: each generated with
+    probability p); the first crop is taken from image A, every other crop from image B (for
+    multi-crop pipelines, the second global crop and the local crops see the generated view).
+
+    ``layout="lightly"`` yields ``(views, target, name)`` like lightly's datasets (``x0, x1 =
+    batch[0]``); ``"solo-learn"`` yields ``(index, views, target)`` like solo-learn's
+    ``dataset_with_index`` (index = source id). ``target`` is the label index (-1 without a label),
+    ``name`` the source's uri.
+    """
+
+    def __init__(self, transform: Any, p: float = 1.0, both: bool = False, layout: str = "lightly"):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.views = per_view_transforms(transform)
+        if len(self.views) < 2:
+            raise ValueError(f"{type(transform).__name__} makes {len(self.views)} view(s); SSL needs at least 2")
+        self.layout = layout
+        self.pair = PairPolicy(p=p, both=both, transforms=(_identity, _identity))  # its view choice only
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able settings (the transform itself is not serialised)."""
+        return {"p": self.pair.p, "both": self.pair.both, "views": len(self.views), "layout": self.layout}
+
+    def __call__(self, sample: RawSample, ctx: ViewContext) -> tuple[Any, ...]:
+        """Return (views, target, name) or (index, views, target)."""
+        first, second = self.pair.choose(sample, ctx)
+        images = _Images(sample)
+        views = [_one_view(t(images.get(first if i == 0 else second)), f"crop {i}") for i, t in enumerate(self.views)]
+        if self.layout == "lightly":
+            return views, sample.label_index, str(sample.meta.get("uri") or sample.key)
+        return sample.source_id, views, sample.label_index
+
+
+def _identity(image: Image.Image) -> Image.Image:
+    return image
+
+
+def lightly_policy(transform: Any, p: float = 1.0, both: bool = False) -> MultiViewPolicy:
+    """Batches as lightly's datasets yield them, ``(views, targets, names)``, from a lightly transform as it is."""
+    return MultiViewPolicy(transform, p=p, both=both, layout="lightly")
+
+
+def sololearn_policy(transform: Any, p: float = 1.0, both: bool = False) -> MultiViewPolicy:
+    """Batches as solo-learn's pretrain datasets yield them, ``(indexes, views, targets)``, from its crop pipeline."""
+    return MultiViewPolicy(transform, p=p, both=both, layout="solo-learn")
 
 
 class SoloLearnOutput:

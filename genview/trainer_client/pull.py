@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -9,7 +10,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from genview.datastore.layout import STATS_DIR
+from genview.datastore.layout import QUALITY_DIR, STATS_DIR
 from genview.datastore.shardcheck import check_shard
 from genview.trainer_client.store_index import (
     MANIFEST_DIR,
@@ -37,6 +38,7 @@ class PullReport:
     dest: str
     shards_copied: list[int] = field(default_factory=list)
     shards_skipped: list[int] = field(default_factory=list)  # already complete at dest
+    quality_files: list[str] = field(default_factory=list)  # quality/ files copied (relative paths)
     bytes_copied: int = 0
     verified: bool = False
 
@@ -45,8 +47,8 @@ class PullReport:
         return asdict(self)
 
 
-def _copy(src_fs, src_path: str, dest_fs, dest_path: str) -> int:
-    """Stream one file to a hidden temp name, then move it into place; return its size in bytes."""
+def _copy(src_fs, src_path: str, dest_fs, dest_path: str, digest: "hashlib._Hash | None" = None) -> int:
+    """Stream one file to a hidden temp name, then move it into place; return its size in bytes (`digest` sees the bytes)."""
     head, tail = posixpath.split(dest_path)
     tmp = posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:12]}.tmp")
     size = 0
@@ -55,6 +57,8 @@ def _copy(src_fs, src_path: str, dest_fs, dest_path: str) -> int:
             while chunk := reader.read(_CHUNK):
                 writer.write(chunk)
                 size += len(chunk)
+                if digest is not None:
+                    digest.update(chunk)
         if "file" in (dest_fs.protocol if isinstance(dest_fs.protocol, tuple) else (dest_fs.protocol,)):
             os.replace(tmp, dest_path)
         else:
@@ -81,6 +85,8 @@ def pull_store(
     the marker (when it records them) and its members against the manifest with
     ``genview.datastore.shardcheck.check_shard`` (the check `genview verify` runs). A shard that
     fails gets no marker at dest, and StoreVerificationError lists all problems at the end.
+    The store's ``quality/`` results (``genview quality``) are copied after the shards, each file
+    checked against the source's bytes (sha256) and read back (``_pull_quality``).
     ``progress(done, total)`` is called after each shard.
     """
     index = StoreIndex(src, storage_options)
@@ -127,9 +133,70 @@ def pull_store(
                 report.shards_copied.append(entry.shard)
         if progress is not None:
             progress(done, len(index.shards))
+    problems += _pull_quality(index, dest_fs, dest_root, report, verify)
     if problems:
         raise StoreVerificationError(
-            f"pull of {index.url} to {dest}: {len(problems)} problem(s); those shards have no done marker at dest:\n  "
+            f"pull of {index.url} to {dest}: {len(problems)} problem(s); those shards have no done marker at dest "
+            "and those quality files were not kept:\n  "
             + "\n  ".join(problems)
         )
     return report
+
+
+def _file_sha256(fs, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as reader:
+        while chunk := reader.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _quality_problem(fs, root: str, relative: str) -> str | None:
+    """Return why a copied quality table/setting does not read back, None when it does."""
+    from genview.quality import tables
+
+    readers = {tables.SETTINGS_FILE: tables.read_settings, tables.CLASSES_FILE: tables.read_classes,
+               tables.VIEWS_FILE: tables.read_views}
+    name = posixpath.relpath(relative, QUALITY_DIR)
+    try:
+        if name in readers:
+            readers[name](fs, root)
+        elif relative.endswith(".json"):
+            json.loads(fs.cat_file(posixpath.join(root, relative)))
+    except (OSError, ValueError) as exc:  # ValueError covers JSON and parquet (ArrowInvalid) errors
+        return f"{relative} does not read back: {exc}"
+    return None
+
+
+def _pull_quality(index: StoreIndex, dest_fs, dest_root: str, report: PullReport, verify: bool) -> list[str]:
+    """Copy the store's quality/ results (``genview quality``), tables and settings last; return problems.
+
+    With ``verify``, each copy's sha256 must equal the bytes read from the source and the tables and
+    JSON files must read back; a file that fails is removed at dest (a filter then asks for
+    `genview quality` instead of reading a damaged table).
+    """
+    src_dir = index.path(QUALITY_DIR)
+    if not index.fs.exists(src_dir):
+        return []
+    relatives = sorted(posixpath.relpath(path, index.root) for path in index.fs.find(src_dir)
+                       if not posixpath.basename(path).startswith("."))  # temp files of a running `genview quality`
+    # Per-shard files first; quality.json (what says results exist) last.
+    relatives.sort(key=lambda rel: (posixpath.dirname(rel) == QUALITY_DIR, rel.endswith("quality.json"), rel))
+    problems = []
+    for relative in relatives:
+        dest_path = posixpath.join(dest_root, relative)
+        dest_fs.makedirs(posixpath.dirname(dest_path), exist_ok=True)
+        digest = hashlib.sha256()
+        report.bytes_copied += _copy(index.fs, index.path(relative), dest_fs, dest_path, digest)
+        problem = None
+        if verify:
+            if _file_sha256(dest_fs, dest_path) != digest.hexdigest():
+                problem = f"{relative}: sha256 of the copy differs from the source's bytes"
+            else:
+                problem = _quality_problem(dest_fs, dest_root, relative)
+        if problem:
+            problems.append(problem)
+            dest_fs.rm(dest_path)
+        else:
+            report.quality_files.append(relative)
+    return problems

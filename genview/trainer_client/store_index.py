@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -28,6 +29,14 @@ SUPPORTED_FORMAT_VERSION = 2
 
 class StoreFormatError(ValueError):
     """Raised when a store does not follow the store-format contract; the message names the file."""
+
+
+class PartialStoreError(StoreFormatError):
+    """Raised when a store has fewer done shards than genview.json plans (unfinished or half-copied)."""
+
+
+class PartialStoreWarning(UserWarning):
+    """Warned when training on a partial store with ``allow_partial=True``."""
 
 
 class CorruptShardError(RuntimeError):
@@ -176,6 +185,30 @@ class StoreIndex:
                     )
                 counts[shard] = int(item["counts"])
         return [ShardEntry(shard, self.tar_path(shard), counts[shard], markers[shard]) for shard in done]
+
+    @property
+    def planned_shards(self) -> int | None:
+        """The shard count genview.json plans (format v2), None when the header does not record it."""
+        value = self.header.get("num_shards")
+        return None if value is None else int(value)
+
+    def require_complete(self, allow_partial: bool = False) -> None:
+        """Refuse a store with fewer done shards than planned; with `allow_partial`, warn with the counts instead.
+
+        A half-finished generate or an interrupted `genview pull` leaves such a store: training on
+        it silently would skip whole shards of the dataset.
+        """
+        planned = self.planned_shards
+        if planned is None or len(self.shards) >= planned:
+            return
+        what = (f"{self.url} has {len(self.shards)} of its {planned} planned shards done "
+                f"({self.num_samples} samples readable)")
+        if not allow_partial:
+            raise PartialStoreError(
+                f"{what}: finish it (rerun the generate command or `genview pull`; `genview verify` lists what is "
+                "missing), or pass allow_partial=True to train on the done shards only"
+            )
+        warnings.warn(f"{what}; training on the done shards only (allow_partial=True)", PartialStoreWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         return f"StoreIndex({self.url!r}, shards={len(self.shards)}, samples={self.num_samples}, k={self.k})"

@@ -73,7 +73,7 @@ def form_fields(settings: Settings | None = None) -> tuple[list[dict[str, Any]],
 
     Left out: what the service decides (ray_address) and what this service refuses from requests.
     """
-    from genview.generator.registry import model_names
+    from genview.api.schemas import enabled_models
 
     schema = JobCreate.model_json_schema()
     schema_required = set(schema.get("required", []))
@@ -99,7 +99,7 @@ def form_fields(settings: Settings | None = None) -> tuple[list[dict[str, Any]],
         })
     # Required fields first, in schema order: what must be filled is at the top.
     fields.sort(key=lambda field: not field["required"])
-    return fields, model_names()
+    return fields, enabled_models()
 
 
 def _random_weights(out: str | None) -> bool | None:

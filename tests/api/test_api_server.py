@@ -204,7 +204,7 @@ def test_a_list_file_cannot_read_outside_the_roots(alice, api_base, escape_links
     [
         ({"k": 0}, ["body", "k"], "greater than or equal to 1"),
         ({"k": 10**7}, ["body", "k"], "less than or equal to 1000"),
-        ({"model": "nope"}, ["body", "model"], "unknown model 'nope'"),
+        ({"model": "nope"}, ["body", "model"], "model 'nope' is not enabled on this service; enabled models: cc-icgan"),
         ({"source": None}, ["body", "source"], "Field required"),
         ({"weights": None}, ["body", "weights"], "Field required"),
         ({"source": "no-such-folder"}, ["body", "source"], "does not exist"),

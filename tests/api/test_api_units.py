@@ -117,7 +117,8 @@ def test_worker_argv_round_trips_through_the_generate_parser():
 
     spec = GenerateSpec(source="/data/imgs", out="/data/out", model="icgan", weights="/w", k=3, seed=7,
                         shard_size=11, batch_size=5, view_size=64, format="webp", quality=80, best_of=2,
-                        params={"truncation": 0.7, "name": "a b", "flag": True}, io_threads=2, device="cpu",
+                        params={"truncation": 0.7, "encoder_weights": "/w/a b.pth", "compile": True, "truncation_mode": "truncated"},
+                        io_threads=2, device="cpu",
                         interpolate=True, alphas=[0.2, 0.4], interpolation="lerp")
     argv = spec_to_argv(spec)
     assert argv[:2] == ["generate", "/data/imgs"] and "--no-progress" in argv

@@ -78,9 +78,8 @@ FLAG_ERRORS = {
     "no-source": (["missing/", "--model", "icgan", "--k", "10", "--weights", "w"], ["source 'missing/' does not exist"]),
     "not-a-list-file": (["images.json", "--model", "icgan", "--weights", "w"], ["neither a folder nor a list file"]),
     "unknown-param": (["imagenet/", "--model", "icgan", "--weights", "w", "--param", "trunc=0.5"],
-                      ["--param trunc: not a setting of icgan (known: ", "truncation"]),
-    "all-at-once": (["missing/", "--model", "unclip", "--truncation", "0.5"],
-                    ["--weights is required", "source 'missing/' does not exist", "--param truncation: not a setting of unclip"]),
+                      ["--param trunc: unknown icgan param; known: ", "truncation"]),
+    "all-at-once": (["missing/", "--model", "unclip"], ["--weights is required", "source 'missing/' does not exist"]),
 }
 
 

@@ -78,10 +78,15 @@ def test_seed_measured_speed():
 
 
 def test_unknown_model_and_params():
-    with pytest.raises(ValueError, match="view_cost knows"):
+    with pytest.raises(ValueError, match="unknown model 'nope'; known models: .*icgan"):
         view_cost("nope")
-    with pytest.raises(ValueError, match="unknown unCLIP param"):
+    # Checked against the declaration before any model is built.
+    with pytest.raises(ValueError, match="params.truncation: unknown unclip param; known: noise_level"):
         view_cost("unclip", "tiny", truncation=1.0)
+    with pytest.raises(ValueError, match=r"params.num_inference_steps: expected an integer in \[1, 1000\], got '3'"):
+        view_cost("unclip", "tiny", num_inference_steps="3")
+    with pytest.raises(ValueError, match="icgan has presets tiny, full; got 'small'"):
+        view_cost("icgan", "small")
 
 
 def test_icgan_cost_tiny():
@@ -128,7 +133,7 @@ def test_eldm_flops_scale_with_steps_and_guidance():
     assert unet.calls_per_view == 10 and more.stage("denoiser").flops_per_view == 2 * unet.flops_per_view
     assert unet.flops_per_call == 2 * plain.stage("denoiser").flops_per_call
     assert base.stage("decoder") == more.stage("decoder") and base.stage("encoder") == plain.stage("encoder")
-    with pytest.raises(ValueError, match="unknown eldm params"):
+    with pytest.raises(ValueError, match="params.truncation: unknown eldm param"):
         view_cost("eldm", "tiny", truncation=1.0)
 
 

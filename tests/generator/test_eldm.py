@@ -86,9 +86,11 @@ def test_guidance_null_condition_and_presets(tiny):
 def test_parameter_errors():
     with pytest.raises(ValueError, match=r"unknown eldm params \['truncation'\]"):
         ELDMGenerator.from_preset("tiny", truncation=0.5)
-    with pytest.raises(ValueError, match="unknown scheduler 'plms'"):
+    with pytest.raises(ValueError, match="params.scheduler: expected one of ddim, .*, got 'plms'"):
         ELDMGenerator.from_preset("tiny", scheduler="plms")
-    with pytest.raises(ValueError, match="unknown guidance_preset"):
+    with pytest.raises(ValueError, match="params.steps: expected an integer in \\[1, 1000\\], got '5'"):
+        ELDMGenerator.from_preset("tiny", steps="5")
+    with pytest.raises(ValueError, match="params.guidance_preset: expected one of imagenet, pathology"):
         ELDMGenerator.from_preset("tiny", guidance_preset="faces")
     with pytest.raises(ValueError, match="fixed at training"):
         ELDMGenerator.from_preset("tiny", normalize_embedding=False)

@@ -215,8 +215,10 @@ def test_generate_checks_inputs():
         model.generate(torch.zeros(2, 63), [0, 1])
     with pytest.raises(ValueError, match="seeds"):
         model.generate(torch.zeros(2, 64), [0])
-    with pytest.raises(ValueError, match="unknown icgan parameter"):
+    with pytest.raises(ValueError, match="params.steps: unknown icgan param; known: truncation"):
         ICGANGenerator.from_preset("tiny", steps=5)
+    with pytest.raises(ValueError, match=r"params.truncation: expected a number \(float\) in \[0, 10\], got -5"):
+        ICGANGenerator.from_preset("tiny", truncation=-5)
     with pytest.raises(ValueError, match="unknown icgan preset"):
         ICGANGenerator.from_preset("huge")
 

@@ -15,6 +15,8 @@ from genview.trainer_client import (
     CorruptShardWarning,
     GenViewDataset,
     PairPolicy,
+    PartialStoreError,
+    PartialStoreWarning,
     SinglePolicy,
     StoreFormatError,
 )
@@ -52,7 +54,7 @@ def test_simulated_workers_match_the_partition_for_every_slot(store):
     for epoch in range(2):
         seen = []
         for rank in range(2):
-            ds = GenViewDataset(store.url, pair_policy(), rank=rank, world_size=2, shuffle_buffer=4, even_ranks="none")
+            ds = GenViewDataset(store.url, pair_policy(), rank=rank, world_size=2, even_ranks="none")
             for worker in range(3):
                 seen += [s["source_id"] for s in ds.iter_partition(worker, 3, epoch=epoch)]
         assert sorted(seen) == sorted(store.ok_ids)
@@ -124,7 +126,7 @@ def test_workers_without_batch_size_warn(store, monkeypatch):
 
 def test_shuffle_changes_with_epoch_and_repeats_with_seed(store):
     def order(epoch, seed):
-        ds = GenViewDataset(store.url, SinglePolicy(p=0.0, transform=TENSOR), seed=seed, shuffle_buffer=8)
+        ds = GenViewDataset(store.url, SinglePolicy(p=0.0, transform=TENSOR), seed=seed)
         ds.set_epoch(epoch)
         return [s["source_id"] for s in ds]
 
@@ -211,8 +213,20 @@ def test_store_without_header_is_rejected(tmp_path):
 
 def test_unfinished_shard_is_invisible(store_copy):
     (store_copy.root / "stats" / "000006.json").unlink()  # no done marker: shard 6 is "not there"
-    ds = GenViewDataset(store_copy.url, pair_policy(), shuffle=False)
+    with pytest.warns(PartialStoreWarning, match="6 of its 7 planned shards"):
+        ds = GenViewDataset(store_copy.url, pair_policy(), shuffle=False, allow_partial=True)
     assert len(ds) == len(store_copy.ok_ids) - len(store_copy.shard_ids[6])
+
+
+def test_a_partial_store_is_refused_unless_allowed(tmp_path):
+    # The case: a pull that failed on one of 4 shards left 3 done (9 of 14 samples).
+    store = build_store(tmp_path / "store", shard_sizes=(3, 3, 5, 3), failed_in=())
+    (store.root / "stats" / "000002.json").unlink()
+    with pytest.raises(PartialStoreError, match=r"3 of its 4 planned shards done \(9 samples readable\).*allow_partial=True"):
+        GenViewDataset(store.url, pair_policy())
+    with pytest.warns(PartialStoreWarning, match="3 of its 4 planned shards"):
+        ds = GenViewDataset(store.url, SinglePolicy(p=0.0, transform=TENSOR), allow_partial=True)
+    assert len([s for s in ds]) == 9
 
 
 def test_batches_collate_to_tensors(store):

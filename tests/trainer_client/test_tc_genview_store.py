@@ -35,3 +35,34 @@ def test_client_reads_a_v2_store_genview_wrote(tmp_path, image_folder, tiny_weig
     assert report.shards_copied == [0, 1, 2]
     assert sorted(p.name for p in (tmp_path / "copy" / "stats").iterdir()) == ["000000.json", "000001.json", "000002.json"]
     assert main(["verify", str(tmp_path / "copy")]) == 0
+
+
+def test_source_copy_original_over_mixed_formats_warns_records_and_inspects(tmp_path, image_folder, tiny_weights, capsys):
+    import shutil
+
+    from PIL import Image
+
+    from genview.cli.main import main
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(image_folder, mixed)
+    for path in sorted(mixed.rglob("*.jpg"))[::3]:  # 4 of 12 become PNG files
+        Image.open(path).save(path.with_suffix(".png"))
+        path.unlink()
+    out = tmp_path / "store"
+    assert main(["generate", str(mixed), "--model", "icgan", "--k", "1", "--weights", tiny_weights(), "--out", str(out),
+                 "--shard-size", "6", "--view-size", "16", "--source-copy", "original", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "--source-copy original over sources in 2 formats (8 jpg, 4 png)" in err and "will not open" in err
+    header = json.loads((out / "genview.json").read_text())
+    assert header["source_formats"] == {"jpg": 8, "png": 4}
+    assert main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "WARNING: --source-copy original over sources in 2 formats" in shown
+
+    single = tmp_path / "single"
+    assert main(["generate", str(image_folder), "--model", "icgan", "--k", "1", "--weights", tiny_weights(),
+                 "--out", str(single), "--shard-size", "6", "--view-size", "16", "--source-copy", "original",
+                 "--no-progress"]) == 0
+    assert "will not open" not in capsys.readouterr().err
+    assert json.loads((single / "genview.json").read_text())["source_formats"] == {"jpg": 12}

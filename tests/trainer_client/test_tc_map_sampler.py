@@ -14,6 +14,8 @@ from genview.trainer_client import (
     FixedCountBatchSampler,
     GenViewMapDataset,
     PairPolicy,
+    PartialStoreError,
+    PartialStoreWarning,
     SinglePolicy,
     ViewFilter,
     ViewRequest,
@@ -56,7 +58,11 @@ def test_map_index_cache_is_reused_and_invalidated(store_copy, tmp_path):
     again = GenViewMapDataset(store_copy.url, SinglePolicy(p=0.0, transform=TENSOR), index_cache=cache)
     assert cache.stat().st_mtime_ns == mtime and again.offsets.tolist() == first.offsets.tolist()
     (store_copy.root / "stats" / "000006.json").unlink()  # the store changed: rebuild
-    smaller = GenViewMapDataset(store_copy.url, SinglePolicy(p=0.0, transform=TENSOR), index_cache=cache)
+    with pytest.raises(PartialStoreError, match="6 of its 7 planned shards"):
+        GenViewMapDataset(store_copy.url, SinglePolicy(p=0.0, transform=TENSOR), index_cache=cache)
+    with pytest.warns(PartialStoreWarning):
+        smaller = GenViewMapDataset(store_copy.url, SinglePolicy(p=0.0, transform=TENSOR), index_cache=cache,
+                                    allow_partial=True)
     assert len(smaller) == len(first) - len(store_copy.shard_ids[6])
 
 

@@ -127,7 +127,7 @@ def test_classes_above_fid_uses_da_icgan_threshold():
 
 def test_single_policy_forced_by_context(store):
     ds = GenViewDataset(store.url, SinglePolicy(p=0.0, transform=TENSOR))
-    sample = next(ds.raw_samples(ds.partition()))
+    sample = next(ds.raw_samples())
     policy = SinglePolicy(p=0.0, transform=TENSOR)
     assert policy(sample, ViewContext(epoch=0, seed=0, k=3))["view_index"] == -1
     assert policy(sample, ViewContext(epoch=0, seed=0, k=3, generated=True))["view_index"] >= 0

@@ -94,3 +94,50 @@ def test_format_v1_markers_are_read_and_kept(tmp_path):
     report = pull_store(src.url, str(tmp_path / "dest"))
     assert report.shards_copied == [0, 1]
     assert sorted(p.name for p in (tmp_path / "dest" / "manifest").glob("*.json")) == ["_000000.json", "_000001.json"]
+
+
+def write_quality(root: Path) -> None:
+    """Quality results as `genview quality` leaves them: settings, per-class and per-view tables, a per-shard marker."""
+    import json
+
+    import pyarrow as pa
+
+    from genview.quality import tables
+
+    (root / "quality" / "done").mkdir(parents=True)
+    row = dict.fromkeys(tables.CLASSES_SCHEMA.names)
+    classes = [{**row, "scope": "class", "label": "class0", "sources": 9, "views": 27, "fid": 210.0},
+               {**row, "scope": "class", "label": "class1", "sources": 9, "views": 27, "fid": 90.0},
+               {**row, "scope": "all", "label": None, "sources": 18, "views": 54, "fid": 120.0}]
+    (root / "quality" / "classes.parquet").write_bytes(
+        tables.table_bytes(pa.Table.from_pylist(classes, schema=tables.CLASSES_SCHEMA)))
+    (root / "quality" / "views.parquet").write_bytes(tables.table_bytes(tables.VIEWS_SCHEMA.empty_table()))
+    (root / "quality" / "done" / "000000.json").write_text(json.dumps({"shard": 0}))
+    (root / "quality" / "quality.json").write_text(json.dumps({"networks": {}, "k_nn": 5, "complete": True}))
+
+
+def test_pull_copies_quality_so_quality_filters_work_on_the_copy(store_copy, tmp_path):
+    from genview.trainer_client import ViewFilter
+
+    write_quality(store_copy.root)
+    url = to_memory(store_copy.root)
+    report = pull_store(url, str(tmp_path / "local"))
+    assert report.quality_files == ["quality/done/000000.json", "quality/classes.parquet", "quality/views.parquet",
+                                    "quality/quality.json"]
+    for relative in report.quality_files:
+        assert (tmp_path / "local" / relative).read_bytes() == (store_copy.root / relative).read_bytes()
+    # The issue's failure: ViewFilter(exclude=True) on a pulled store raised "needs ... quality tables".
+    ds = GenViewDataset(str(tmp_path / "local"), SinglePolicy(p=1.0, crop_size=8), shuffle=False,
+                        view_filter=ViewFilter(exclude=True))
+    for sample in ds:
+        assert (sample["view_index"] == -1) == (store_copy.labels[sample["source_id"]] == "class0")  # FID 210 >= 150
+
+
+def test_pull_refuses_a_quality_table_that_does_not_read(store_copy, tmp_path):
+    write_quality(store_copy.root)
+    (store_copy.root / "quality" / "classes.parquet").write_bytes(b"PAR1 not a parquet file")
+    dest = tmp_path / "local"
+    with pytest.raises(StoreVerificationError, match="quality/classes.parquet does not read back"):
+        pull_store(store_copy.url, str(dest))
+    assert not (dest / "quality" / "classes.parquet").exists()
+    assert (dest / "quality" / "quality.json").exists() and len(StoreIndex(str(dest)).shards) == 7
