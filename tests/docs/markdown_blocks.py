@@ -12,8 +12,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 #: The line that marks the next fenced block as one the docs tests execute.
 RUNNABLE_MARK = "<!-- runnable -->"
-#: Fence languages the runner knows, and how it runs them.
-BASH_LANGUAGES = ("bash", "sh", "shell")
+#: Fence languages the runner knows, and how it runs them (an unlabelled block holds commands: bash).
+BASH_LANGUAGES = ("bash", "sh", "shell", "")
 PYTHON_LANGUAGES = ("python", "py")
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+-]*)")
@@ -93,7 +93,7 @@ def run_block(block: Block, cwd: Path, timeout: float = 600) -> subprocess.Compl
     elif block.language in PYTHON_LANGUAGES:
         command = [sys.executable, "-c", block.body]
     else:
-        raise ValueError(f"{block.id}: a runnable block must be bash or python, not {block.language or 'unlabelled'!r}")
+        raise ValueError(f"{block.id}: a runnable block must be bash (or unlabelled) or python, not {block.language!r}")
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
