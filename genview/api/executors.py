@@ -298,7 +298,7 @@ class RayJobsExecutor:
                 from ray.job_submission import JobSubmissionClient
             except ImportError:
                 raise RuntimeError(
-                    "GENVIEW_RAY_ADDRESS is set but ray is not installed here: pip install 'ray[default]'"
+                    "GENVIEW_RAY_ADDRESS is set but ray is not installed here: pip install 'genview[ray]'"
                 ) from None
             client = JobSubmissionClient(address)
         self.client = client

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 from sqlalchemy import inspect, text
@@ -39,9 +41,27 @@ def head_revision() -> str:
     return ScriptDirectory(os.path.join(os.path.dirname(__file__), "migrations")).get_current_head()
 
 
+@contextlib.contextmanager
+def _alembic_quiet():
+    """Alembic logs every step at INFO (7 lines at each `genview serve` start): keep them for --log-level debug only."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    if not logger.isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the job database to `revision`; a pre-migration database is first stamped as the baseline."""
-    from alembic import command
+    with _alembic_quiet():
+        _upgrade(engine, revision)
+
+
+def _upgrade(engine: Engine, revision: str) -> None:
+    from alembic import command  # inside the quiet block: importing alembic logs its plugins at INFO
 
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":

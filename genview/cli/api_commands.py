@@ -45,6 +45,8 @@ def _handles_api_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[
 
         try:
             return func(args)
+        except BrokenPipeError:
+            raise  # our reader went away (`genview jobs --json | head`): main() ends quietly, not an API error
         except (GenViewAPIError, ConnectionError, WaitTimeout) as exc:
             print(f"genview {args.verb}: error: {exc}", file=sys.stderr)
             return 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import posixpath
 import sys
 
 # Only light imports at module level: `genview --help` builds every verb's parser. The pipeline
 # (torch) is imported by the handler.
+from genview.cli.generate_checks import flag_problems
 from genview.recipes import apply_recipe, get_recipe, recipe_names  # torch-free
 
 EPILOG = """\
@@ -164,6 +166,7 @@ def add_parsers(sub, formatter) -> None:
                    help="on a rerun, check each done shard's sha256 against its marker (reads every tar) before "
                    "trusting it; without it only size and member count are checked. Damaged shards are redone")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the job summary as JSON (notes and progress go to stderr)")
     p.add_argument("--live-progress", action="store_true",
                    help="while shards run, keep OUT/_progress.json up to date (the job service reads it)")
     p.set_defaults(handler=run)
@@ -186,13 +189,13 @@ def _report(exc: Exception) -> None:
             flag = "-".join(str(p) for p in err["loc"]).replace("_", "-")
             message = err["msg"].removeprefix("Value error, ")
             if flag == "params":  # checked against the model's declaration; the message names the param
-                print(f"genview generate: {message.replace('params.', '--param ', 1)}", file=sys.stderr)
+                print(f"genview generate: error: {message.replace('params.', '--param ', 1)}", file=sys.stderr)
             elif flag:
-                print(f"genview generate: --{flag}: {message}", file=sys.stderr)
+                print(f"genview generate: error: --{flag}: {message}", file=sys.stderr)
             else:  # a check across fields (recipe options, interpolation options)
-                print(f"genview generate: {message}", file=sys.stderr)
+                print(f"genview generate: error: {message}", file=sys.stderr)
     else:
-        print(f"genview generate: {exc}", file=sys.stderr)
+        print(f"genview generate: error: {exc}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -204,11 +207,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _report(exc)
         return 2
-
-    from pydantic import ValidationError
-
-    from genview.pipeline import GenerateSpec, generate
-
     if args.truncation is not None:
         params["truncation"] = args.truncation
     given = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}
@@ -219,21 +217,33 @@ def run(args: argparse.Namespace) -> int:
         _report(exc)
         return 2
     if not given.get("model"):
-        print("genview generate: --model is required (or give --recipe NAME; see `genview recipes list`)", file=sys.stderr)
+        print("genview generate: error: --model is required (or give --recipe NAME; see `genview recipes list`)", file=sys.stderr)
+        return 2
+    problems = flag_problems(given)
+    if problems:  # all of them at once, before pydantic and the model stack are imported
+        for problem in problems:
+            print(f"genview generate: error: {problem}", file=sys.stderr)
         return 2
     given.setdefault("k", 10)
     given["out"] = args.out or default_out(args.source, given.get("recipe") or given["model"], given["k"])
+    from pydantic import ValidationError
+
+    from genview.pipeline.spec import GenerateSpec
+
     try:
         spec = GenerateSpec(**given)
     except ValidationError as exc:
         _report(exc)
         return 2
+    from genview.pipeline import generate
+
     if spec.recipe:
         print(f"recipe {spec.recipe}: model {spec.model}, k {spec.k}, params {spec.params}"
               + (f", view_size {spec.view_size}" if spec.view_size else "")
               + (f", best_of {spec.best_of}" if spec.best_of > 1 else "")
-              + (f", alphas {spec.alphas}, pair_across {spec.pair_across}" if spec.interpolate else ""))
+              + (f", alphas {spec.alphas}, pair_across {spec.pair_across}" if spec.interpolate else ""),
+              file=sys.stderr if args.json else sys.stdout)
     summary = generate(spec, overwrite=args.overwrite, progress=not args.no_progress, check_hashes=args.check_hashes,
                        live_progress=args.live_progress)
-    print(summary)
+    print(json.dumps(dataclasses.asdict(summary), indent=2) if args.json else summary)
     return 0

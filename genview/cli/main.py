@@ -13,6 +13,7 @@ import os
 import sys
 
 from genview import __version__
+from genview.extras import describe_import_error, missing_module
 from genview.cli import api_commands, bench, demo, generate, models, quality, recipes, store_commands, train, web_commands
 
 #: Each module adds its verbs to the parser and returns nothing; each verb's handler returns an exit code.
@@ -63,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except ModuleNotFoundError as exc:
-        # Handlers import their stack lazily: a verb that runs models says what is missing, no traceback.
-        print(f"genview {args.verb}: error: {exc}; this command needs genview's model dependencies "
-              "(torch, ...) installed", file=sys.stderr)
+    except ImportError as exc:
+        if missing_module(exc) == "genview":
+            raise  # our own bug, not a missing package: keep the traceback
+        # Handlers import their stack lazily: a verb whose packages are missing names the extra to install.
+        print(f"genview {args.verb}: error: {describe_import_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: done shards are kept; rerun the same command to resume", file=sys.stderr)

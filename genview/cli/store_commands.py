@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 #: Quality metrics inspect and preview can order by (from `genview quality`).
@@ -32,6 +33,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--encoder-weights", help="with --repair: the condition-encoder checkpoint, when not inside --weights")
     p.add_argument("--device", help="with --repair: device to regenerate on (auto, cpu, cuda, cuda:N)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (or lines) on stderr")
+    p.add_argument("--json", action="store_true", help="print the report (and what --repair did) as JSON")
     p.set_defaults(handler=run_verify)
 
     p = sub.add_parser(
@@ -66,6 +68,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--font", metavar="TTF",
                    help="TrueType font for the captions (default: Noto or DejaVu Sans when installed); characters "
                    "the font cannot draw are written as \\uXXXX instead of boxes")
+    p.add_argument("--json", action="store_true", help="print what was written (path, size, random weights, quality table) as JSON")
     p.set_defaults(handler=run_preview)
 
     p = sub.add_parser(
@@ -80,6 +83,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--to", required=True, dest="dest", help="local folder to copy into")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="copy without checking shards")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (or lines) on stderr")
+    p.add_argument("--json", action="store_true", help="print what was copied as JSON")
     p.set_defaults(handler=run_pull)
 
 
@@ -87,17 +91,23 @@ def run_verify(args: argparse.Namespace) -> int:
     """Run `genview verify`; exit code 1 when problems are found (after --repair: when any remain)."""
     from genview.datastore.verify import verify_store
 
+    repaired = None
     if args.repair:
         from genview.pipeline.runner import repair
 
         overrides = {name: value for name, value in (("encoder_weights", args.encoder_weights), ("device", args.device)) if value}
         redone, summary = repair(args.store, weights=args.weights, progress=not args.no_progress, **overrides)
-        print(f"repair: {len(redone)} damaged shard(s) redone" + (f": {', '.join(map(str, redone))}" if redone else ""))
-        print(summary)
+        repaired = {"shards_redone": redone, "summary": dataclasses.asdict(summary)}
+        if not args.json:
+            print(f"repair: {len(redone)} damaged shard(s) redone" + (f": {', '.join(map(str, redone))}" if redone else ""))
+            print(summary)
     with shard_progress(args.store, "verify", enabled=not args.no_progress) as bar:
         report = verify_store(args.store, decode=args.decode, require_complete=not args.allow_incomplete,
                               sha256=not args.no_sha256, on_shard=lambda _shard: bar.update(1))
-    print(report)
+    if args.json:
+        print(json.dumps({"ok": report.ok, **dataclasses.asdict(report), "repair": repaired}, indent=2))
+    else:
+        print(report)
     return 0 if report.ok else 1
 
 
@@ -129,12 +139,18 @@ def run_preview(args: argparse.Namespace) -> int:
     grid = preview_grid(args.store, rows=args.rows, views=args.views, cell=args.cell, order=args.order, label=args.label,
                         font=args.font)
     grid.save(args.out)
-    print(f"wrote {args.out} ({grid.width}x{grid.height})")
     from genview.datastore.inspect import format_quality_table, quality_summary
     from genview.datastore.store import Store
 
+    store = Store(args.store)
     # With `genview quality` results, the per-class table the grid was ordered by goes beside it.
-    quality = quality_summary(Store(args.store), order=args.order if args.order in QUALITY_ORDERS else "fid")
+    quality = quality_summary(store, order=args.order if args.order in QUALITY_ORDERS else "fid")
+    if args.json:
+        print(json.dumps({"out": args.out, "width": grid.width, "height": grid.height,
+                          "random_weights": bool(store.read_header().get("random_weights")), "quality": quality},
+                         indent=2, default=str))
+        return 0
+    print(f"wrote {args.out} ({grid.width}x{grid.height})")
     if quality:
         print(format_quality_table(quality["classes"] + ([quality["overall"]] if quality["overall"] else [])))
     return 0
@@ -158,6 +174,9 @@ def run_pull(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
     print(f"{args.store} -> {args.dest}: {len(report.shards_copied)} shards copied, {len(report.shards_skipped)} already there, "
           f"{report.bytes_copied / 1e6:.1f} MB, verified={report.verified}")
     return 0

@@ -91,6 +91,12 @@ def quality_badness(store: Store, metric: str) -> dict[int, float]:
     return bad
 
 
+#: The band across the top of a preview of views made with RANDOM weights (a `models init` preset).
+RANDOM_BAND_HEIGHT = 16
+RANDOM_BAND_COLOR = (200, 0, 0)
+RANDOM_BAND_TEXT = "RANDOM WEIGHTS: not a trained model"
+
+
 def preview_grid(
     url: str,
     rows: int = 8,
@@ -129,13 +135,19 @@ def preview_grid(
     for shard, keys in wanted.items():
         samples.update(read_samples(store, shard, keys))
     text_h = 14
-    grid = Image.new("RGB", ((n_views + 1) * cell, len(ids) * (cell + text_h)), (255, 255, 255))
+    # Views of random weights must not pass for a model's: a red band says so across the top.
+    band = RANDOM_BAND_HEIGHT if store.read_header().get("random_weights") else 0
+    width = (n_views + 1) * cell
+    grid = Image.new("RGB", (width, band + len(ids) * (cell + text_h)), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
     face = label_font(font)
+    if band:
+        draw.rectangle((0, 0, width - 1, band - 1), fill=RANDOM_BAND_COLOR)
+        draw.text((3, 2), RANDOM_BAND_TEXT[: width // 6], fill=(255, 255, 255), font=face)
     for r, sid in enumerate(ids):
         members = samples[layout.sample_key(sid)]
         src = next((v for name, v in members.items() if name.startswith("src.")), b"")  # none: --source-copy none
-        y = r * (cell + text_h)
+        y = band + r * (cell + text_h)
         grid.paste(_thumbnail(src, cell), (0, y + text_h))
         caption = drawable_text(f"{sid} {per_source[sid]['label'] or ''}", face)[: cell // 6]
         draw.text((2, y), caption, fill=(0, 0, 0), font=face)

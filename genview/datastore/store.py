@@ -195,6 +195,13 @@ class Store:
         header = self.read_header()
         header.update(facts)
         write_atomic(self.fs, self.path(layout.SPEC_FILE), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
+        self._spec_digest = None
+
+    def update_spec(self, **fields: Any) -> None:
+        """Rewrite genview.json with these spec fields set; the rest of the header stays as it is."""
+        header = self.read_header()
+        header["spec"].update(fields)
+        write_atomic(self.fs, self.path(layout.SPEC_FILE), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode())
 
     def clear(self) -> None:
         """Delete every store part (for --overwrite); other files in the folder are left alone."""

@@ -188,3 +188,10 @@ def get_generator_class(name: str) -> type[ViewGenerator]:
     if getattr(cls, "declaration", None) is not declaration and getattr(cls, "declaration", None) != declaration:
         raise TypeError(f"{declaration.generator}: its `declaration` attribute must be the declaration that names it")
     return cls
+
+
+def weights_required(model: str) -> str:
+    """The error for a job without weights (the CLI's flag check and the loader say the same)."""
+    return (f"--weights is required for --model {model}: give the checkpoint directory "
+            f"(see `genview models --help`), or make random test weights with "
+            f"`genview models init {model} --preset tiny --out DIR`")

@@ -30,7 +30,7 @@ from genview.datastore.store import Store, StoreError, comparable_spec, spec_dif
 from genview.datastore.verify import quick_check_shard, spec_problems, verify_store
 from genview.generator.base import ViewGenerator, WeightsNotFoundError
 from genview.confinement import confined_path
-from genview.generator.registry import get_generator_class, path_params
+from genview.generator.registry import get_generator_class, path_params, weights_required
 from genview.pipeline.backends import Backend, InProcessBackend, ModelDescription, ShardPlan
 from genview.pipeline.claims import run_with_leases
 from genview.pipeline.progress import JobProgress, LiveProgressFile
@@ -86,11 +86,7 @@ def load_generator(spec: GenerateSpec) -> ViewGenerator:
     """Load the spec's model from its weights, with a clear error when weights are not given."""
     cls = get_generator_class(spec.model)
     if not spec.weights:
-        raise WeightsNotFoundError(
-            f"--weights is required for --model {spec.model}: give the checkpoint directory "
-            f"(see `genview models --help`), or make random test weights with "
-            f"`genview models init {spec.model} --preset tiny --out DIR`"
-        )
+        raise WeightsNotFoundError(weights_required(spec.model))
     kwargs: dict[str, Any] = dict(spec.params)
     if spec.encoder_weights:
         kwargs["encoder_weights"] = spec.encoder_weights
@@ -285,6 +281,17 @@ def _check_listing(store: Store, spec: GenerateSpec, header: dict[str, Any], ext
           + (f"; the {change.removed} removed image(s) stay in the store" if change.removed else ""), file=sys.stderr)
 
 
+def _record_recipe(store: Store, recorded: str | None, asked: str | None) -> None:
+    """A recipe run resuming a store of the same values: the store records the recipe (or says why it does not)."""
+    if not asked or asked == recorded:
+        return
+    if recorded is None:
+        store.update_spec(recipe=asked)  # the store holds exactly the recipe's views: say so from now on
+    else:
+        print(f"genview: {store.url} records recipe {recorded}; {asked} has the same values and resumes it, "
+              f"but the store keeps naming {recorded}", file=sys.stderr)
+
+
 def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool = False) -> Store:
     """Create the store or reopen it for resume; refuse a store made with a different spec or listing.
 
@@ -309,6 +316,7 @@ def open_for_job(spec: GenerateSpec, identity: dict[str, Any], overwrite: bool =
                 + "\n".join(diff)
                 + "\nrerun with the same settings to resume it, or pass --overwrite to start over"
             )
+        _record_recipe(store, header["spec"].get("recipe"), identity.get("recipe"))
         store.prepare_dirs()
         if store.fs.exists(store.path(layout.SOURCES_FILE)):
             _check_listing(store, spec, header, spec.extend)

@@ -18,6 +18,9 @@ from genview.api import service
 from genview.api.db import Job
 from genview.api.deps import ContextDep, PrincipalDep
 from genview.api.schemas import TERMINAL, JobCreate
+from genview.api.security import _limited
+from genview.api.settings import Settings
+from genview.datastore.store import Store, StoreError
 from genview.web import signing
 from genview.web.browse import IMAGE_CACHE, store_page_context
 from genview.web.rendering import render, static_response
@@ -27,6 +30,8 @@ JobId = Annotated[str, Path(min_length=1, max_length=64)]
 LOG_LINES = 30
 #: Spec fields the form leaves out: the service decides where jobs run.
 _NOT_IN_FORM = ("ray_address",)
+#: Spec fields a service may refuse from requests (its operator's caps, genview.api.security._limited).
+_OPERATOR_CAPPED = ("workers", "io_threads", "threads", "batch_size")
 
 
 def _kind(prop: dict[str, Any]) -> str:
@@ -44,15 +49,39 @@ def _bound(prop: dict[str, Any], name: str) -> Any:
     return None
 
 
-def form_fields() -> tuple[list[dict[str, Any]], list[str]]:
-    """The submit form's fields from the JSON schema of POST /v1/jobs (one source of truth), and the model names."""
+def refused_fields(settings: Settings) -> set[str]:
+    """Spec fields this service refuses from requests (its operator sets them): asked of the check itself."""
+    refused = set()
+    for name in _OPERATOR_CAPPED:
+        probe = JobCreate.model_construct(_fields_set={name}, **{name: 1})
+        try:
+            _limited(probe, settings)
+        except HTTPException:
+            refused.add(name)
+    return refused
+
+
+def recipe_fields() -> set[str]:
+    """Spec fields every recipe fills (model, k, ...): not required in the form, since a recipe may stand for them."""
+    from genview.recipes import RECIPES
+
+    return set.intersection(*(set(recipe.values()) for recipe in RECIPES.values()))
+
+
+def form_fields(settings: Settings | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The submit form's fields from the JSON schema of POST /v1/jobs (one source of truth), and the model names.
+
+    Left out: what the service decides (ray_address) and what this service refuses from requests.
+    """
     from genview.api.schemas import enabled_models
 
     schema = JobCreate.model_json_schema()
-    required = set(schema.get("required", []))
+    schema_required = set(schema.get("required", []))
+    required = schema_required - recipe_fields()
+    left_out = set(_NOT_IN_FORM) | (refused_fields(settings) if settings is not None else set())
     fields = []
     for name, prop in schema["properties"].items():
-        if name in _NOT_IN_FORM:
+        if name in left_out:
             continue
         kind = _kind(prop)
         default = prop.get("default")
@@ -62,13 +91,25 @@ def form_fields() -> tuple[list[dict[str, Any]], list[str]]:
             placeholder = "comma-separated, e.g. 0.2,0.4"
         fields.append({
             "name": name, "kind": kind, "required": name in required, "default": default,
-            "description": prop.get("description", ""), "choices": prop.get("enum"),
+            "description": prop.get("description", "") + (
+                " (or leave it empty and name a recipe)" if name in schema_required and name not in required else ""),
+            "choices": prop.get("enum"),
             "placeholder": placeholder, "minimum": _bound(prop, "minimum"), "maximum": _bound(prop, "maximum"),
             "list_id": "model-names" if name == "model" else None,
         })
     # Required fields first, in schema order: what must be filled is at the top.
     fields.sort(key=lambda field: not field["required"])
     return fields, enabled_models()
+
+
+def _random_weights(out: str | None) -> bool | None:
+    """Whether the job's store records RANDOM weights (None: no store header yet, or unreadable)."""
+    if not out:
+        return None
+    try:
+        return bool(Store(out).read_header().get("random_weights"))
+    except (StoreError, OSError, ValueError):
+        return None
 
 
 def format_eta(seconds: float | None) -> str:
@@ -95,8 +136,8 @@ def create_dashboard_router(tokens: list[str]) -> APIRouter:
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @router.get("/", response_class=HTMLResponse)
-    async def home() -> HTMLResponse:
-        fields, models = form_fields()
+    async def home(ctx: ContextDep) -> HTMLResponse:
+        fields, models = form_fields(ctx.settings)
         return shell("jobs", "home", fields=fields, models=models)
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -132,7 +173,8 @@ def create_dashboard_router(tokens: list[str]) -> APIRouter:
         except Exception as exc:  # a Ray cluster that is away must not hide the rest of the page
             log_text = f"(log unavailable: {exc})"
         html = render("job_fragment.html", job=public, terminal=public.state.value in TERMINAL, eta=format_eta,
-                      spec_text=json.dumps(public.spec, indent=2, sort_keys=True), log_text=ctx.paths.text(log_text))
+                      spec_text=json.dumps(public.spec, indent=2, sort_keys=True), log_text=ctx.paths.text(log_text),
+                      random_weights=_random_weights(job.out))
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @router.get("/ui/jobs/{job_id}/store", response_class=HTMLResponse)

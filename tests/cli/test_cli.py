@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from genview.cli.main import build_parser, main
+from genview.datastore.preview import RANDOM_BAND_HEIGHT
 
 
 def test_every_verb_has_help(capsys):
@@ -44,7 +45,7 @@ def test_generate_verify_inspect_preview(tmp_path, image_folder, tiny_weights, c
     grid_path = tmp_path / "grid.png"
     assert main(["preview", str(out), "--out", str(grid_path), "--rows", "3", "--order", "worst", "--cell", "32"]) == 0
     grid = Image.open(grid_path)
-    assert grid.size == (3 * 32, 3 * (32 + 14))
+    assert grid.size == (3 * 32, RANDOM_BAND_HEIGHT + 3 * (32 + 14))  # random weights: the red band on top
     import io
     import tarfile
 
@@ -74,7 +75,7 @@ def test_default_out_is_named_after_source_model_and_k(tmp_path, image_folder, t
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--k", "0"], "--k: Input should be greater than or equal to 1"),
+        (["--k", "0", "--weights", "w"], "--k: Input should be greater than or equal to 1"),
         ([], "--weights is required"),
     ],
 )
