@@ -127,11 +127,9 @@ def commands_in(lines: list[str]) -> list[str]:
 
 
 def test_commands_in_the_deploy_docs_parse():
-    """The genview commands in cluster.yaml and in the README's cluster section's code blocks are real invocations."""
-    text = (DEPLOY.parent / "README.md").read_text()
-    section = text.split("## From one machine to a cluster", 1)[1].split("\n## ", 1)[0]
-    readme = section.split("```")
-    code_lines = [line for block in readme[1::2] for line in block.splitlines()]
+    """The genview commands in cluster.yaml and in the code blocks of docs/cluster.md are real invocations."""
+    page = (DEPLOY.parent / "docs" / "cluster.md").read_text().split("```")
+    code_lines = [line for block in page[1::2] for line in block.splitlines()]
     commands = commands_in((DEPLOY / "cluster.yaml").read_text().splitlines()) + commands_in(code_lines)
     assert len(commands) >= 3
     for command in commands:
