@@ -6,12 +6,12 @@ import functools
 import io
 import os
 
-import pyarrow.compute as pc
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from genview.datastore import layout
-from genview.datastore.manifest import STATUS_OK
 from genview.datastore.reader import read_samples
+from genview.datastore.source_views import SourceViews
 from genview.datastore.store import Store
 
 
@@ -100,25 +100,29 @@ def preview_grid(
 ) -> Image.Image:
     """Return a grid image: one row per source, its original first, then its views with similarity."""
     store = Store(url)
-    manifest = store.manifest()
-    ok = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
-    if label is not None:
-        ok = ok.filter(pc.equal(ok["label"], label))
-    if ok.num_rows == 0:
+    k = int(store.spec["k"])
+    table = SourceViews(store.fs, store.root, k)
+    table.add_shards(store.done_shards())  # one projected scan of ok rows: no whole-manifest table
+    sort = order if order in ("worst", "best") else "source"
+    if order in ("first", "worst", "best"):
+        page = table.page(sort, 0, rows, label=label)
+        chosen = page.rows
+    else:
+        badness = quality_badness(store, order)
+        found = table.page("source", 0, len(table.ids), label=label)
+        ranked = sorted(found.rows.tolist(), key=lambda r: badness.get(int(table.ids[r]), float("-inf")), reverse=True)
+        chosen = ranked[:rows]
+    if not len(chosen):
         raise ValueError(f"{url} has no generated views" + (f" with label {label!r}" if label else ""))
     per_source: dict[int, dict] = {}
-    for row in ok.select(["source_id", "shard", "view", "similarity", "label"]).to_pylist():
-        entry = per_source.setdefault(row["source_id"], {"shard": row["shard"], "label": row["label"], "sims": {}})
-        entry["sims"][row["view"]] = row["similarity"]
-    ids = sorted(per_source)
-    if order in ("worst", "best"):
-        # A source is as bad as its least faithful view.
-        ids.sort(key=lambda sid: min(v for v in per_source[sid]["sims"].values() if v is not None), reverse=order == "best")
-    elif order != "first":
-        badness = quality_badness(store, order)
-        ids.sort(key=lambda sid: badness.get(sid, float("-inf")), reverse=True)
-    ids = ids[:rows]
-    k = int(store.spec["k"])
+    for r in chosen:
+        sims = table.sims[r]
+        per_source[int(table.ids[r])] = {
+            "shard": int(table.shard[r]),
+            "label": table.labels[table.label[r]] if table.label[r] >= 0 else None,
+            "sims": {j: float(v) for j, v in enumerate(sims) if not np.isnan(v)},
+        }
+    ids = list(per_source)
     n_views = min(views or k, k)
     wanted: dict[int, set[str]] = {}
     for sid in ids:

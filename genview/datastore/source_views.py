@@ -133,13 +133,13 @@ class SourceViews:
         if label is not None:
             rows = rows[self.label[rows] == self.code(label)]
         if ranged:
-            sims = self.sims[rows]
+            sims = self.sims[rows].astype(np.float64)  # compared as the manifest query compares: in double
             with np.errstate(invalid="ignore"):
                 inside = ~np.isnan(sims)
                 if min_sim is not None:
-                    inside &= sims >= np.float32(min_sim)
+                    inside &= sims >= min_sim
                 if max_sim is not None:
-                    inside &= sims <= np.float32(max_sim)
+                    inside &= sims <= max_sim
             keep = inside.any(axis=1)
             rows = rows[keep]
             lowest = np.where(inside[keep], sims[keep], np.inf).min(axis=1)

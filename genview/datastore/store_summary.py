@@ -24,7 +24,7 @@ from genview.datastore.summary import (
     CLASSES_SCHEMA,
     FAILURES_KEPT,
     HIST_BINS,
-    SUMMARY_VERSION,
+    has_summary,
     WORST_KEPT,
     histogram_quantile,
     summarize_fragment,
@@ -46,14 +46,11 @@ def read_markers(fs, paths: dict[int, str]) -> dict[int, dict[str, Any]]:
         shard = by_path.get(path)
         if shard is None:  # fsspec may hand paths back without a protocol prefix: match by tail
             shard = next(s for p, s in by_path.items() if p.endswith(path) or path.endswith(p))
-        out[shard] = json.loads(data)
+        try:
+            out[shard] = json.loads(data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: done marker is not valid JSON ({exc})") from None
     return out
-
-
-def has_summary(marker: dict[str, Any] | None) -> bool:
-    """True when a done marker carries a summary this genview reads (its files were written before it)."""
-    summary = (marker or {}).get("summary")
-    return isinstance(summary, dict) and summary.get("version") == SUMMARY_VERSION
 
 
 def read_fragment(fs, root: str, shard: int, columns: Iterable[str] = _SUMMARY_COLUMNS) -> pa.Table:

@@ -194,6 +194,12 @@ def classes_bytes(classes: pa.Table) -> bytes:
     return _parquet_bytes(classes)
 
 
+def has_summary(marker: dict[str, Any] | None) -> bool:
+    """True when a done marker carries a summary this genview reads (its files were written before it)."""
+    summary = (marker or {}).get("summary")
+    return isinstance(summary, dict) and summary.get("version") == SUMMARY_VERSION
+
+
 # -- the member index -----------------------------------------------------------------------
 def index_table(members: Iterable[TarMember]) -> pa.Table:
     """The member index of a tar from its members (name, header offset, data offset, size)."""
@@ -235,3 +241,24 @@ def sample_spans(index: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]:
             last[-1] = i
     start = np.asarray(starts, dtype=np.int64)
     return keys, start, ends[np.asarray(last, dtype=np.int64)].astype(np.int64) - start if keys else np.zeros(0, np.int64)
+
+
+def load_member_index(fs, root: str, shard: int, marker: dict[str, Any] | None = None) -> pa.Table:
+    """A done shard's member index (INDEX_SCHEMA): its index file when the marker vouches for one, else read from the tar's headers.
+
+    `marker` is the shard's parsed done marker (read here when None).
+    """
+    from genview.datastore.fs import read_parquet
+    from genview.datastore.tarindex import iter_tar
+
+    if marker is None:
+        import json
+
+        from genview.datastore.store import find_done_marker
+
+        path = find_done_marker(fs, root, shard)
+        marker = json.loads(fs.cat_file(path)) if path else None
+    if has_summary(marker):
+        return read_parquet(fs, join(root, marker["summary"]["member_index"]))
+    with fs.open(layout.shard_tar(root, shard), "rb") as stream:  # older shards: a header scan
+        return index_table(iter_tar(stream, read_data=False, seekable=True))

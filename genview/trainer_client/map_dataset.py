@@ -18,18 +18,28 @@ from genview.trainer_client.runtime import SharedEpoch
 from genview.trainer_client.samples import RawSample, parse_sample
 from genview.trainer_client.sampler import ViewRequest
 from genview.trainer_client.store_index import CorruptShardError, StoreFormatError, StoreIndex, shard_name
+from genview.datastore.summary import has_summary, load_member_index, sample_spans
 from genview.datastore.tarindex import TarFormatError, index_samples, iter_tar, split_member
 
 #: Open shard files kept per process.
 _MAX_OPEN_FILES = 16
 
 
-def scan_shard(fs, path: str, shard: int) -> tuple[list[str], list[int], list[int]]:
-    """Return (keys, byte start, byte length) of every sample of a tar, reading member headers only.
+def scan_shard(fs, path: str, shard: int, root: str | None = None, marker: dict[str, Any] | None = None
+               ) -> tuple[list[str], list[int], list[int]]:
+    """Return (keys, byte start, byte length) of every sample of a tar.
 
-    A sample is the contiguous run of members sharing a key (webdataset groups the same way), so
-    one range read of [start, start + length) returns all its members.
+    From the shard's member index (`stats/NNNNNN.index.parquet`) when its done ``marker`` vouches
+    for one (one small read), else by reading the tar's member headers. A sample is the contiguous
+    run of members sharing a key (webdataset groups the same way), so one range read of
+    [start, start + length) returns all its members.
     """
+    if root is not None and has_summary(marker):
+        try:
+            keys, starts, lengths = sample_spans(load_member_index(fs, root, shard, marker))
+        except (OSError, ValueError) as exc:
+            raise CorruptShardError(f"shard {shard_name(shard)}: member index unreadable: {exc}") from None
+        return keys, starts.tolist(), lengths.tolist()
     try:
         with fs.open(path, "rb") as fh:
             entries = index_samples(fh)
@@ -102,7 +112,8 @@ class GenViewMapDataset(Dataset):
     def _build_index(self) -> pa.Table:
         shards, offsets, lengths, ids = [], [], [], []
         for entry in self.index.shards:
-            keys, starts, spans = scan_shard(self.index.fs, entry.path, entry.shard)
+            keys, starts, spans = scan_shard(self.index.fs, entry.path, entry.shard, self.index.root,
+                                             self.index.markers.get(entry.shard))
             if len(keys) != entry.samples:
                 raise CorruptShardError(
                     f"shard {shard_name(entry.shard)} ({entry.path}) holds {len(keys)} samples but its "
