@@ -97,7 +97,8 @@ def content_type(member: str) -> str:
 def histogram(counts: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[dict[str, float]]:
     """At most `bins` bars over the occupied range of the store's fixed 0.001 similarity bins: [{lo, hi, count}].
 
-    Each bar joins a whole number of fine bins, so its edges are exact and a filter from a bar
+    Each bar joins a whole number of fine bins (the first and last hold the lowest and highest
+    views), so its edges are exact and a filter from a bar
     (qlo/qhi, 4 decimals) takes in exactly its views.
     """
     nonzero = np.flatnonzero(counts)
@@ -105,11 +106,15 @@ def histogram(counts: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[dict[str, 
         return []
     width = (HIST_HI - HIST_LO) / HIST_BINS
     first, last = int(nonzero[0]), int(nonzero[-1]) + 1
-    step = max(1, math.ceil((last - first) / bins))
+    if last - first < bins:  # a range narrower than `bins` fine bins: widened evenly, one fine bin a bar
+        first = min(max(first - (bins - (last - first)) // 2, 0), HIST_BINS - bins)
+        last = first + bins
+    # `bins` bars from the lowest occupied fine bin to the highest, each a whole number of fine bins.
+    edges = [first + (i * (last - first)) // bins for i in range(bins + 1)]
     out = []
-    for start in range(first, last, step):
-        lo, hi = HIST_LO + start * width, HIST_LO + min(start + step, HIST_BINS) * width
-        out.append({"lo": lo, "hi": hi, "count": int(counts[start:start + step].sum()),
+    for start, stop in zip(edges[:-1], edges[1:]):
+        lo, hi = HIST_LO + start * width, HIST_LO + stop * width
+        out.append({"lo": lo, "hi": hi, "count": int(counts[start:stop].sum()),
                     "qlo": math.floor(lo * 1e4 + 1e-6) / 1e4, "qhi": math.ceil(hi * 1e4 - 1e-6) / 1e4})
     return out
 
