@@ -329,3 +329,16 @@ def test_browse_1100_shards_under_1024_open_files(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_verify_finds_a_member_index_that_disagrees_with_its_tar(tmp_path):
+    from genview.datastore.summary import INDEX_SCHEMA, index_bytes
+    from genview.datastore.verify import verify_store
+
+    store = _write_store(tmp_path / "s", shards=1, per_shard=4)
+    assert verify_store(store.url).ok
+    index = read_parquet(store.fs, index_path(store.root, 0))
+    shifted = index.set_column(2, INDEX_SCHEMA.field("offset"), pc.add(index.column("offset"), 512))
+    Path(index_path(store.root, 0)).write_bytes(index_bytes(shifted))
+    report = verify_store(store.url)
+    assert any("member index disagrees with the tar from entry 0" in p for p in report.problems), report.problems
