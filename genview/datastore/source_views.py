@@ -24,10 +24,18 @@ from genview.datastore.manifest import MANIFEST_SCHEMA, STATUS_OK
 _SCAN_COLUMNS = ["source_id", "shard", "view", "similarity", "label"]
 
 
-def manifest_dataset(fs, root: str, shards: Iterable[int]) -> pads.Dataset:
-    """The manifest fragments of the given shards as one dataset, for projected, filtered scans."""
+def manifest_dataset(fs, root: str, shards: Iterable[int], dictionary_columns: Iterable[str] = ()) -> pads.Dataset:
+    """The manifest fragments of the given shards as one dataset, for projected, filtered scans.
+
+    `dictionary_columns` are read dictionary-encoded (a class label is then one small integer a row).
+    """
     paths = [layout.shard_manifest(root, s) for s in sorted(shards)]
-    return pads.dataset(paths, format="parquet", filesystem=arrow_filesystem(fs), schema=MANIFEST_SCHEMA)
+    columns = list(dictionary_columns)
+    schema = MANIFEST_SCHEMA
+    for name in columns:
+        schema = schema.set(schema.get_field_index(name), pa.field(name, pa.dictionary(pa.int32(), pa.string())))
+    parquet = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=columns)) if columns else "parquet"
+    return pads.dataset(paths, format=parquet, filesystem=arrow_filesystem(fs), schema=schema)
 
 
 @dataclass
@@ -89,13 +97,14 @@ class SourceViews:
         if not shards:
             return
         self._grow()
-        dataset = manifest_dataset(self.fs, self.root, shards)
+        dataset = manifest_dataset(self.fs, self.root, shards, dictionary_columns=["label"])
+        dense = len(self.ids) and self.ids[0] == 0 and self.ids[-1] == len(self.ids) - 1  # ids 0..N-1: an id is its row
         for batch in dataset.to_batches(columns=_SCAN_COLUMNS, filter=pc.field("status") == STATUS_OK, batch_size=1 << 16):
             if not batch.num_rows:
                 continue
             ids = batch.column("source_id").to_numpy(zero_copy_only=False).astype(np.int64)
-            rows = np.searchsorted(self.ids, ids)
-            if (rows >= len(self.ids)).any() or not np.array_equal(self.ids[np.minimum(rows, len(self.ids) - 1)], ids):
+            rows = ids if dense else np.searchsorted(self.ids, ids)
+            if len(rows) and (rows.min() < 0 or rows.max() >= len(self.ids) or not (dense or np.array_equal(self.ids[rows], ids))):
                 raise ValueError(f"{self.root}: manifest has source ids that sources.parquet does not list")
             views = batch.column("view").to_numpy(zero_copy_only=False).astype(np.int64)
             if len(views) and (views.min() < 0 or views.max() >= self.k):

@@ -220,27 +220,23 @@ def index_bytes(table: pa.Table) -> bytes:
 def sample_spans(index: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(keys, byte start, byte length) of every sample of a tar from its member index.
 
-    A sample is the contiguous run of members sharing a key (as webdataset groups them); its range
-    runs from its first member's first header to the end of its last member's padded data.
+    A sample is the contiguous run of members sharing a key (as webdataset groups them: the name
+    up to its first dot; genview's writer puts no folders in member names); its range runs from its
+    first member's first header to the end of its last member's padded data. Vectorised: no
+    Python object per member.
     """
-    names = index.column("member").to_pylist()
+    if index.num_rows == 0:
+        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keys = pc.list_element(pc.split_pattern(index.column("member"), ".", max_splits=1), 0).combine_chunks()
+    changed = np.ones(len(keys), dtype=bool)
+    if len(keys) > 1:
+        changed[1:] = np.asarray(pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)))
+    first = np.flatnonzero(changed)
+    last = np.append(first[1:], len(keys)) - 1
     headers = index.column("header").to_numpy()
     ends = index.column("offset").to_numpy() + -(-index.column("size").to_numpy() // BLOCK) * BLOCK
-    keys: list[str] = []
-    starts: list[int] = []
-    last: list[int] = []
-    previous = None
-    for i, name in enumerate(names):
-        key = split_member(name)[0]
-        if key != previous:
-            keys.append(key)
-            starts.append(int(headers[i]))
-            last.append(i)
-            previous = key
-        else:
-            last[-1] = i
-    start = np.asarray(starts, dtype=np.int64)
-    return keys, start, ends[np.asarray(last, dtype=np.int64)].astype(np.int64) - start if keys else np.zeros(0, np.int64)
+    start = headers[first].astype(np.int64)
+    return keys.take(pa.array(first)).to_pylist(), start, (ends[last] - start).astype(np.int64)
 
 
 def load_member_index(fs, root: str, shard: int, marker: dict[str, Any] | None = None) -> pa.Table:
