@@ -33,5 +33,6 @@ def test_client_reads_a_v2_store_genview_wrote(tmp_path, image_folder, tiny_weig
     assert Counter(exact) == Counter(range(12))
     report = pull_store(str(out), str(tmp_path / "copy"))  # the shard check with sha256, per shard
     assert report.shards_copied == [0, 1, 2]
-    assert sorted(p.name for p in (tmp_path / "copy" / "stats").iterdir()) == ["000000.json", "000001.json", "000002.json"]
+    assert sorted(p.name for p in (tmp_path / "copy" / "stats").iterdir()) == sorted(
+        f"00000{i}.{part}" for i in range(3) for part in ("json", "summary.parquet", "index.parquet"))
     assert main(["verify", str(tmp_path / "copy")]) == 0
