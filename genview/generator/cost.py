@@ -369,14 +369,14 @@ def flop_table(
             measured = seed_views_per_second(model)
             a100 = peaks.get("A100", GPU_PEAK_TFLOPS["A100"])
             ceiling = reports[label].views_per_second(a100)
-            notes.append(f"{label}: the seed's {measured:.1f} views/s is {measured / ceiling:.1%} of the A100's bf16 peak (the FLOPs above at that rate).")
+            notes.append(f"{label}: the paper's {measured:.1f} views/s is {measured / ceiling:.1%} of the A100's bf16 peak (the FLOPs above at that rate).")
             if model == "icgan":
                 report = reports[label]
                 # Its script drew SEED_ICGAN_DRAWS samples per image and kept the last: that many generator
                 # passes and one encoder pass (no scoring) per kept view.
                 spent = SEED_ICGAN_DRAWS * report.stage("generator").flops_per_call + report.stage("encoder").flops_per_call
                 notes.append(
-                    f"{label}: the seed's script drew {SEED_ICGAN_DRAWS} samples per kept view, {_si(spent)}FLOP per kept "
+                    f"{label}: the paper's script drew {SEED_ICGAN_DRAWS} samples per kept view, {_si(spent)}FLOP per kept "
                     f"view, so it ran at {measured * spent / (a100 * 1e12):.1%} of the A100's bf16 peak."
                 )
     return "\n".join(lines + notes) + "\n"

@@ -107,7 +107,7 @@ def test_flop_table_formats_rows():
     assert default_row.endswith("|  |")
     icgan = flop_table(rows=(("IC-GAN 256 px", "icgan", {}),), preset="tiny")
     assert "drew 16 samples per kept view" in icgan
-    assert "the seed's 2.0 views/s is" in text and "| denoiser |" in text
+    assert "the paper's 2.0 views/s is" in text and "| denoiser |" in text
 
 
 def test_every_registered_model_has_a_cost():
