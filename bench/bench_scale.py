@@ -279,14 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             out = measure(row, url)
             if "error" in out:
-                print(f"  {row}: {out['error']}", flush=True)
+                print(f"  {human(views)}: {row} failed: {out['error']}", flush=True)
                 continue
             for label, seconds in out["times"].items():
                 if label not in labels:
                     labels.append(label)
                 results[views][label] = (seconds, out["peak_mb"])
                 peak_by_row.setdefault(label, {})[views] = out["peak_mb"]
-            print(f"  {human(views)}: {row} done", flush=True)
+            print(f"  {human(views)}: {row} done", file=sys.stderr, flush=True)
         if not args.keep:
             shutil.rmtree(url, ignore_errors=True)
     head = f"{'reader':<46}" + "".join(f" {human(v) + ' views':>22}" for v in sizes) + f" {'b (peak ~ views^b)':>19}"
