@@ -169,6 +169,7 @@ def eligible_views(index: StoreIndex, view_filter: ViewFilter) -> EligibleViews:
         sources = index.sources(columns=["source_id", "label_index"])
         excluded = sources.filter(pc.is_in(sources.column("label_index"), value_set=pa.array(sorted(indices), pa.int32())))
         where &= ~pc.field("source_id").isin(excluded.column("source_id").combine_chunks())
+    dense = len(ids) and ids[0] == 0 and ids[-1] == len(ids) - 1  # ids 0..N-1: an id is its row
     for batch in dataset.to_batches(columns=["source_id", "view"], filter=where, batch_size=1 << 16):
         source_ids = batch.column("source_id").to_numpy(zero_copy_only=False).astype(np.int64)
         views = batch.column("view").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -177,8 +178,8 @@ def eligible_views(index: StoreIndex, view_filter: ViewFilter) -> EligibleViews:
         if independent:
             keep = scores(source_ids, views) >= float(view_filter.min_similarity)
             source_ids, views = source_ids[keep], views[keep]
-        rows = np.searchsorted(ids, source_ids)
-        if len(rows) and (rows.max() >= len(ids) or not np.array_equal(ids[rows], source_ids)):
+        rows = source_ids if dense else np.searchsorted(ids, source_ids)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(ids) or not (dense or np.array_equal(ids[rows], source_ids))):
             raise ValueError(f"manifest of {index.url} has source ids that sources.parquet does not list")
         mask[rows, views] = True
     return EligibleViews(ids, mask)
