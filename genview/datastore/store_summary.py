@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -75,27 +75,31 @@ class ShardSummary:
     stored: bool  # False: computed from the manifest fragment (the shard had none)
 
 
-def load_summaries(fs, root: str, markers: dict[int, dict[str, Any]]) -> tuple[list[ShardSummary], pa.Table]:
-    """Summaries of the given done shards ({shard: marker}) in shard order, and their per-class rows in one table.
+def load_summaries(fs, root: str, markers: dict[int, dict[str, Any]]) -> tuple[list[ShardSummary], Iterator[pa.Table]]:
+    """Summaries of the given done shards ({shard: marker}) in shard order, and their per-class rows as a stream of tables.
 
-    The per-class files of all shards are read in one dataset scan; a shard without a summary is
-    summarised from its manifest fragment.
+    The per-class files of all shards are read in one dataset scan, batch by batch; a shard
+    without a summary is summarised from its manifest fragment.
     """
     stored = {s: m["summary"] for s, m in markers.items() if has_summary(m)}
-    parts = []
-    if stored:
-        paths = [join(root, stored[s]["classes"]) for s in sorted(stored)]
-        dataset = pads.dataset(paths, format="parquet", filesystem=arrow_filesystem(fs), schema=CLASSES_SCHEMA)
-        parts.append(dataset.to_table())
-    out = []
+    out, computed = [], []
     for shard in sorted(markers):
         if shard in stored:
             out.append(ShardSummary(shard, stored[shard], True))
         else:
             summary, classes = summarize_fragment(read_fragment(fs, root, shard), shard)
             out.append(ShardSummary(shard, summary, False))
-            parts.append(classes)
-    return out, (pa.concat_tables(parts) if parts else CLASSES_SCHEMA.empty_table())
+            computed.append(classes)
+
+    def classes() -> Iterator[pa.Table]:
+        yield from computed
+        if stored:
+            paths = [join(root, stored[s]["classes"]) for s in sorted(stored)]
+            dataset = pads.dataset(paths, format="parquet", filesystem=arrow_filesystem(fs), schema=CLASSES_SCHEMA)
+            for batch in dataset.to_batches(batch_size=1 << 16):
+                yield pa.Table.from_batches([batch], schema=CLASSES_SCHEMA)
+
+    return out, classes()
 
 
 class StoreTotals:
@@ -142,8 +146,10 @@ class StoreTotals:
             self.failures_by_shard[item.shard] = s["failures"]
 
     def add_classes(self, classes: pa.Table) -> None:
-        """Add per-class rows (CLASSES_SCHEMA) of shards added with `add`."""
+        """Add per-class rows (CLASSES_SCHEMA) of shards added with `add` (added up as they come: memory stays per class)."""
         self._class_parts.append(classes)
+        if sum(part.num_rows for part in self._class_parts) > 1 << 18:
+            self.classes()
 
     def add_shards(self, fs, root: str, markers: dict[int, dict[str, Any]]) -> None:
         """Add the done shards of {shard: marker} not added yet."""
@@ -153,7 +159,8 @@ class StoreTotals:
         summaries, classes = load_summaries(fs, root, new)
         for item in summaries:
             self.add(item)
-        self.add_classes(classes)
+        for table in classes:
+            self.add_classes(table)
 
     # -- answers ----------------------------------------------------------------------------
     def similarity(self) -> dict[str, float | None]:
