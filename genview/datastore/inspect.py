@@ -8,22 +8,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
-from genview.datastore.store import Store
-
-
-def _quantiles(values: pa.Array) -> dict[str, float | None]:
-    """Return min / p10 / median / mean / max of a float array (None when empty)."""
-    if len(values) == 0:
-        return {"min": None, "p10": None, "median": None, "mean": None, "max": None}
-    q = pc.quantile(values, q=[0.1, 0.5]).to_pylist()
-    return {
-        "min": round(pc.min(values).as_py(), 4),
-        "p10": round(q[0], 4),
-        "median": round(q[1], 4),
-        "mean": round(pc.mean(values).as_py(), 4),
-        "max": round(pc.max(values).as_py(), 4),
-    }
+from genview.datastore import layout
+from genview.datastore.fs import read_parquet
+from genview.datastore.store import Store, list_done_markers
+from genview.datastore.store_summary import StoreTotals, read_markers, worst_views_scan
+from genview.datastore.summary import WORST_KEPT
 
 
 def quality_summary(store: Store, order: str | None = None, limit: int | None = None) -> dict[str, Any] | None:
@@ -71,16 +60,31 @@ def format_quality_table(rows: list[dict[str, Any]], order: str | None = None) -
     return "\n".join(lines)
 
 
-def inspect_store(url: str, worst: int = 10, by_label_limit: int = 50, quality_order: str | None = "fid") -> dict[str, Any]:
-    """Return a JSON-able summary: spec, counts, failures, similarity per class, the `worst` views, quality per class."""
+def store_totals(store: Store) -> StoreTotals:
+    """The totals of a store's done shards, from their summaries (or their fragments where a shard has none)."""
+    totals = StoreTotals()
+    totals.add_shards(store.fs, store.root, read_markers(store.fs, list_done_markers(store.fs, store.root)))
+    return totals
+
+
+def planned_counts(store: Store) -> tuple[int, int]:
+    """(sources, planned shards) from sources.parquet's shard column alone."""
+    shards = read_parquet(store.fs, store.path(layout.SOURCES_FILE), columns=["shard"]).column("shard")
+    return len(shards), (pc.count_distinct(shards).as_py() if len(shards) else 0)
+
+
+def inspect_store(url: str, worst: int = 10, by_label_limit: int = 50, quality_order: str | None = "fid",
+                  totals: StoreTotals | None = None) -> dict[str, Any]:
+    """Return a JSON-able summary: spec, counts, failures, similarity per class, the `worst` views, quality per class.
+
+    Everything comes from the shards' summaries (`genview.datastore.summary`): the cost grows with
+    the number of shards and classes, not views. `totals` reuses summaries already added up.
+    """
     store = Store(url)
     header = store.read_header()
-    sources = store.read_sources()
-    manifest = store.manifest()
-    ok = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
-    failed = manifest.filter(pc.equal(manifest["status"], STATUS_FAILED))
+    sources, shards_planned = planned_counts(store)
+    totals = totals if totals is not None else store_totals(store)
     spec = header["spec"]
-    shards_planned = len(set(sources.column("shard").to_pylist()))
     summary: dict[str, Any] = {
         "store": url,
         "format_version": header["format_version"],
@@ -93,27 +97,21 @@ def inspect_store(url: str, worst: int = 10, by_label_limit: int = 50, quality_o
         "params": spec.get("params"),
         "source_copy": spec.get("source_copy"),
         "source_formats": header.get("source_formats"),  # --source-copy original: sources per file format
-        "sources": sources.num_rows,
-        "shards": {"planned": shards_planned, "done": len(store.done_shards())},
-        "ok_sources": len(set(ok.column("source_id").to_pylist())),
-        "failed_sources": failed.num_rows,
-        "views": ok.num_rows,
-        "bytes": int(pc.sum(ok["bytes"]).as_py() or 0),
-        "similarity": _quantiles(ok["similarity"].drop_null()),
+        "sources": sources,
+        "shards": {"planned": shards_planned, "done": len(totals.shards)},
+        "ok_sources": totals.ok_sources,
+        "failed_sources": totals.failed_sources,
+        "views": totals.views,
+        "bytes": totals.bytes,
+        "similarity": totals.similarity(),
         "failures": [
             {"source_id": r["source_id"], "uri": r["source_uri"], "error": r["error"]}
-            for r in failed.select(["source_id", "source_uri", "error"]).to_pylist()[:worst]
+            for r in totals.failures(store.fs, store.root, worst)
         ],
+        "similarity_by_label": totals.by_label(by_label_limit),
     }
-    per_label = []
-    labels = ok["label"].fill_null("(none)")
-    for label in sorted(set(labels.to_pylist()))[:by_label_limit]:
-        sims = ok["similarity"].filter(pc.equal(labels, label)).drop_null()
-        per_label.append({"label": label, "views": len(sims), **_quantiles(sims)})
-    summary["similarity_by_label"] = per_label
-    order = pc.sort_indices(ok, sort_keys=[("similarity", "ascending")])
-    lowest = ok.take(order[:worst]).select(["key", "view", "member", "label", "similarity", "shard"]).to_pylist()
-    summary["worst_views"] = lowest
+    lowest = totals.worst(worst) if worst <= WORST_KEPT else worst_views_scan(store.fs, store.root, sorted(totals.shards), worst)
+    summary["worst_views"] = [{k: row[k] for k in ("key", "view", "member", "label", "similarity", "shard")} for row in lowest]
     summary["quality"] = quality_summary(store, order=quality_order, limit=by_label_limit)
     return summary
 
@@ -143,11 +141,12 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"mean {sim['mean']:.3f}  max {sim['max']:.3f}"
         )
     if summary["similarity_by_label"]:
-        lines.append("per label  label                      views     mean   median      min")
+        lines.append("per label  label                      views     mean      std      min      max")
         for row in summary["similarity_by_label"]:
             if row["mean"] is None:
                 continue
-            lines.append(f"           {row['label'][:24]:<24} {row['views']:>7} {row['mean']:>8.3f} {row['median']:>8.3f} {row['min']:>8.3f}")
+            lines.append(f"           {row['label'][:24]:<24} {row['views']:>7} {row['mean']:>8.3f} {row['std']:>8.3f} "
+                         f"{row['min']:>8.3f} {row['max']:>8.3f}")
     if summary["worst_views"]:
         lines.append("worst views (lowest similarity):")
         for row in summary["worst_views"]:

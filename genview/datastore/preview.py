@@ -6,12 +6,14 @@ import functools
 import io
 import os
 
+import numpy as np
 import pyarrow.compute as pc
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from genview.datastore import layout
 from genview.datastore.manifest import STATUS_OK
 from genview.datastore.reader import read_samples
+from genview.datastore.source_views import SourceViews, manifest_dataset
 from genview.datastore.store import Store
 
 
@@ -97,6 +99,56 @@ RANDOM_BAND_COLOR = (200, 0, 0)
 RANDOM_BAND_TEXT = "RANDOM WEIGHTS: not a trained model"
 
 
+def _worst_from_summaries(store: Store, rows: int) -> dict[int, dict] | None:
+    """The `rows` sources with the least similar views, from the shards' summaries alone; None when they do not tell.
+
+    Sources ranked by their lowest view are the sources in order of first appearance in the
+    store's views sorted by similarity; the summaries keep that sorted list's first 32 views. Only
+    the chosen sources' other views are then read, from their own shards' fragments.
+    """
+    from genview.datastore.inspect import store_totals
+    from genview.datastore.summary import WORST_KEPT
+
+    totals = store_totals(store)
+    chosen: dict[int, int] = {}
+    for row in totals.worst(WORST_KEPT):
+        chosen.setdefault(row["source_id"], row["shard"])
+        if len(chosen) == rows:
+            break
+    if len(chosen) < rows:
+        return None  # fewer distinct sources among those views: the per-source table decides
+    where = (pc.field("status") == STATUS_OK) & pc.field("source_id").isin(list(chosen))
+    found = manifest_dataset(store.fs, store.root, set(chosen.values())).to_table(
+        columns=["source_id", "shard", "view", "similarity", "label"], filter=where)
+    per_source = {sid: {"shard": shard, "label": None, "sims": {}} for sid, shard in chosen.items()}
+    for row in found.to_pylist():
+        entry = per_source[row["source_id"]]
+        entry["label"] = row["label"]
+        if row["similarity"] is not None and row["similarity"] == row["similarity"]:
+            entry["sims"][row["view"]] = row["similarity"]
+    return per_source
+
+
+def _chosen_sources(store: Store, k: int, rows: int, order: str, label: str | None) -> dict[int, dict]:
+    """The sources a preview shows, in order, from the per-source similarity table (one projected scan)."""
+    table = SourceViews(store.fs, store.root, k)
+    table.add_shards(store.done_shards())
+    if order in ("first", "worst", "best"):
+        chosen = table.page(order if order != "first" else "source", 0, rows, label=label).rows
+    else:
+        badness = quality_badness(store, order)
+        found = table.page("source", 0, len(table.ids), label=label)
+        chosen = sorted(found.rows.tolist(), key=lambda r: badness.get(int(table.ids[r]), float("-inf")), reverse=True)[:rows]
+    return {
+        int(table.ids[r]): {
+            "shard": int(table.shard[r]),
+            "label": table.labels[table.label[r]] if table.label[r] >= 0 else None,
+            "sims": {j: float(v) for j, v in enumerate(table.sims[r]) if not np.isnan(v)},
+        }
+        for r in chosen
+    }
+
+
 def preview_grid(
     url: str,
     rows: int = 8,
@@ -108,25 +160,13 @@ def preview_grid(
 ) -> Image.Image:
     """Return a grid image: one row per source, its original first, then its views with similarity."""
     store = Store(url)
-    manifest = store.manifest()
-    ok = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
-    if label is not None:
-        ok = ok.filter(pc.equal(ok["label"], label))
-    if ok.num_rows == 0:
-        raise ValueError(f"{url} has no generated views" + (f" with label {label!r}" if label else ""))
-    per_source: dict[int, dict] = {}
-    for row in ok.select(["source_id", "shard", "view", "similarity", "label"]).to_pylist():
-        entry = per_source.setdefault(row["source_id"], {"shard": row["shard"], "label": row["label"], "sims": {}})
-        entry["sims"][row["view"]] = row["similarity"]
-    ids = sorted(per_source)
-    if order in ("worst", "best"):
-        # A source is as bad as its least faithful view.
-        ids.sort(key=lambda sid: min(v for v in per_source[sid]["sims"].values() if v is not None), reverse=order == "best")
-    elif order != "first":
-        badness = quality_badness(store, order)
-        ids.sort(key=lambda sid: badness.get(sid, float("-inf")), reverse=True)
-    ids = ids[:rows]
     k = int(store.spec["k"])
+    per_source = _worst_from_summaries(store, rows) if order == "worst" and label is None else None
+    if per_source is None:
+        per_source = _chosen_sources(store, k, rows, order, label)
+    if not per_source:
+        raise ValueError(f"{url} has no generated views" + (f" with label {label!r}" if label else ""))
+    ids = list(per_source)
     n_views = min(views or k, k)
     wanted: dict[int, set[str]] = {}
     for sid in ids:

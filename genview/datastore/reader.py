@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from typing import Iterator
 
 from genview.datastore import layout
 from genview.datastore.store import Store
+from genview.datastore.summary import load_member_index, sample_spans
 from genview.datastore.tarindex import iter_samples
 
 
@@ -16,11 +18,14 @@ def iter_shard(store: Store, shard: int) -> Iterator[tuple[str, dict[str, bytes]
 
 
 def read_samples(store: Store, shard: int, keys: set[str]) -> dict[str, dict[str, bytes]]:
-    """Return the wanted samples of one shard, reading the tar once."""
+    """Return the wanted samples of one shard: one range read each, placed by the shard's member index."""
+    index = load_member_index(store.fs, store.root, shard)
+    names, starts, lengths = sample_spans(index)
+    path = layout.shard_tar(store.root, shard)
     found = {}
-    for key, members in iter_shard(store, shard):
+    for key, start, length in zip(names, starts.tolist(), lengths.tolist()):
         if key in keys:
-            found[key] = members
-            if len(found) == len(keys):
-                break
+            data = store.fs.cat_file(path, start=start, end=start + length)
+            for sample_key, members in iter_samples(io.BytesIO(data)):
+                found[sample_key] = members
     return found

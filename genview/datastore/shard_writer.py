@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 from typing import Any
 
@@ -13,9 +14,12 @@ from genview.datastore.fs import commit, is_local, temp_name, write_atomic
 from genview.datastore.manifest import manifest_bytes, manifest_table
 from genview.datastore.shardcheck import SPEC_DIGEST, seal_marker
 from genview.datastore.store import Store
+from genview.datastore.summary import classes_bytes, index_bytes, index_path, index_table, summarize_fragment, summary_path
+from genview.datastore.tarindex import TarMember, iter_tar
 
-#: Fixed tar member mtime so the same views give the same tar bytes on every run.
-TAR_MTIME = 0.0
+#: Fixed tar member mtime so the same views give the same tar bytes on every run. An integer: a
+#: float mtime makes tarfile add a pax header (a 1 KB `mtime=0.0` record) before every member.
+TAR_MTIME = 0
 
 
 class _HashingWriter:
@@ -46,6 +50,27 @@ def _naming(path: str):
         raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
 
 
+class _SampleCapture:
+    """Stands between tarfile and its output: keeps the bytes of the sample being written.
+
+    tarfile buffers what reaches the file, so file positions do not tell where a member starts;
+    the bytes tarfile hands its stream do. They are parsed by genview's own tar reader, so the
+    member index is exactly what a reader of the tar would find.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.buffer: bytearray | None = None
+
+    def write(self, data):
+        if self.buffer is not None:
+            self.buffer += data
+        return self.inner.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 class ShardWriter:
     """Write one shard so that it is either wholly there (tar + manifest + done marker) or not at all.
 
@@ -65,6 +90,9 @@ class ShardWriter:
         import webdataset as wds  # here, not at module top: webdataset imports torch, and readers of genview.datastore must not
 
         self._tar = wds.TarWriter(self._hashing, encoder=False, mtime=TAR_MTIME)
+        self._capture = _SampleCapture(self._tar.tarstream.fileobj)
+        self._tar.tarstream.fileobj = self._capture
+        self.index: list[TarMember] = []  # every member's place in the tar, for stats/NNNNNN.index.parquet
         self.rows: list[dict[str, Any]] = []
         self.samples = 0
         self.members = 0
@@ -74,8 +102,16 @@ class ShardWriter:
         """Append one sample: members maps extension (e.g. 'v0.jpg') to bytes."""
         if "." in key:
             raise ValueError(f"sample key {key!r} contains a dot; webdataset splits keys at the first dot")
-        with _naming(self.final_tar):
-            self._tar.write({"__key__": key, **members})
+        start = self._tar.tarstream.offset
+        self._capture.buffer = bytearray()
+        try:
+            with _naming(self.final_tar):
+                self._tar.write({"__key__": key, **members})
+            written = bytes(self._capture.buffer)
+        finally:
+            self._capture.buffer = None
+        for member in iter_tar(io.BytesIO(written), read_data=False, seekable=True):
+            self.index.append(TarMember(member.name, start + member.start, start + member.data_offset, member.size, None))
         self.samples += 1
         self.members += len(members)
 
@@ -84,7 +120,7 @@ class ShardWriter:
         self.rows.extend(rows)
 
     def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """Publish the tar, then the manifest fragment, then the stats json (the done marker)."""
+        """Publish the tar, the manifest fragment, the summary and member index, then the stats json (the done marker)."""
         with _naming(self.final_tar):
             self._tar.close()
             self._fh.close()
@@ -94,8 +130,12 @@ class ShardWriter:
             self._confined.commit(self.final_tar)
         else:
             commit(fs, self.tmp_tar, self.final_tar)
-        fragment = manifest_bytes(manifest_table(self.rows))
+        table = manifest_table(self.rows)
+        fragment = manifest_bytes(table)
         write_atomic(fs, layout.shard_manifest(root, self.shard), fragment)
+        summary, classes = summarize_fragment(table, self.shard)
+        write_atomic(fs, summary_path(root, self.shard), classes_bytes(classes))
+        write_atomic(fs, index_path(root, self.shard), index_bytes(index_table(self.index)))
         stats = {
             "shard": self.shard,
             "tar": f"{layout.SHARDS_DIR}/{layout.shard_name(self.shard)}.tar",
@@ -105,6 +145,7 @@ class ShardWriter:
             "tar_members": self.members,
             # Which spec made the shard: lets a store that lost genview.json be re-adopted only by it.
             SPEC_DIGEST: self.store.spec_digest(),
+            "summary": summary,  # for readers: counts, histogram, worst views; names the two files above
             **stats,
         }
         stats = seal_marker(stats, fragment)

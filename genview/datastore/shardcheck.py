@@ -118,6 +118,7 @@ def check_shard(
         return result
 
     members: dict[str, int] = {}
+    placed: list[tuple[str, int, int, int]] = []  # (name, header, data offset, size): what the member index must say
     samples: dict[str, set[str]] = defaultdict(set)
     tar_path = layout.shard_tar(root, shard)
     try:
@@ -128,6 +129,7 @@ def check_shard(
                 if member.name in members:
                     problems.append(f"shard {name}: member {member.name} appears twice")
                 members[member.name] = member.size
+                placed.append((member.name, member.start, member.data_offset, member.size))
                 key, suffix = split_member(member.name)
                 samples[key].add(suffix)
                 if decode and _is_view(suffix) and suffix.rsplit(".", 1)[-1].lower() in _IMAGE_EXTENSIONS:
@@ -146,6 +148,8 @@ def check_shard(
     if sha256 and stats.get("tar_sha256") and stats["tar_sha256"] != stream.digest.hexdigest():
         problems.append(f"shard {name}: tar sha256 {stream.digest.hexdigest()} differs from its done marker's "
                         f"{stats['tar_sha256']}")
+
+    _check_member_index(fs, root, shard, stats, placed, problems)
 
     ok_views: dict[int, list[int]] = defaultdict(list)
     ok_keys: dict[int, str] = {}
@@ -238,6 +242,26 @@ def marker_problems(stats: dict[str, Any], fragment: bytes, name: str) -> list[s
         problems.append(f"shard {name}: manifest fragment was changed since the shard was committed "
                         f"(sha256 {hashlib.sha256(fragment).hexdigest()}, its done marker says {expected})")
     return problems
+
+
+def _check_member_index(fs, root: str, shard: int, stats: dict[str, Any], placed: list[tuple[str, int, int, int]],
+                        problems: list[str]) -> None:
+    """Readers place members by the shard's member index (when the marker vouches for one): it must match the tar."""
+    from genview.datastore.summary import has_summary, index_path
+
+    if not has_summary(stats):
+        return
+    name = layout.shard_name(shard)
+    try:
+        index = read_parquet(fs, index_path(root, shard), columns=["member", "header", "offset", "size"])
+    except (OSError, ValueError) as exc:
+        problems.append(f"shard {name}: member index unreadable: {exc}")
+        return
+    listed = list(zip(*(index.column(c).to_pylist() for c in ("member", "header", "offset", "size"))))
+    if listed != placed:
+        first = next((i for i, (a, b) in enumerate(zip(listed, placed)) if a != b), min(len(listed), len(placed)))
+        problems.append(f"shard {name}: member index disagrees with the tar from entry {first} "
+                        f"({len(listed)} entries, {len(placed)} members)")
 
 
 def _load_marker(data: bytes) -> dict[str, Any]:

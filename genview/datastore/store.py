@@ -333,7 +333,10 @@ class Store:
         """Remove every trace of a shard (tar, manifest, marker, temp files) so it is redone from scratch."""
         # The marker goes first: a crash half-way through leaves a shard that is not done, never a
         # marker that vouches for a missing tar.
-        paths = [self.marker_path(shard), layout.shard_tar(self.root, shard), layout.shard_manifest(self.root, shard)]
+        from genview.datastore.summary import index_path, summary_path
+
+        paths = [self.marker_path(shard), layout.shard_tar(self.root, shard), layout.shard_manifest(self.root, shard),
+                 summary_path(self.root, shard), index_path(self.root, shard)]
         for path in paths + self.shard_leftovers(shard):
             if is_local(self.fs) and confinement.remove(path):
                 continue  # removed at its folder opened under the job's output roots

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genview.datastore.fs import is_local
+from genview.datastore.summary import has_summary, load_member_index, sample_spans
 from genview.datastore.tarindex import TarFormatError, index_samples, iter_tar, split_member
 from genview.trainer_client.samples import RawSample, parse_sample
 from genview.trainer_client.store_index import CorruptShardError, ShardEntry, StoreFormatError, StoreIndex, shard_name
@@ -29,12 +30,21 @@ BYTE_INDEX_SCHEMA = pa.schema([("shard", pa.int32()), ("offset", pa.int64()), ("
                                ("source_id", pa.int64())])
 
 
-def scan_shard(fs, path: str, shard: int) -> tuple[list[str], list[int], list[int]]:
-    """Return (keys, byte start, byte length) of every sample of a tar, reading member headers only.
+def scan_shard(fs, path: str, shard: int, root: str | None = None, marker: dict[str, Any] | None = None
+               ) -> tuple[list[str], list[int], list[int]]:
+    """Return (keys, byte start, byte length) of every sample of a tar.
 
-    A sample is the contiguous run of members sharing a key (webdataset groups the same way), so
-    one range read of [start, start + length) returns all its members.
+    From the shard's member index (`stats/NNNNNN.index.parquet`) when its done ``marker`` vouches
+    for one (one small read), else by reading the tar's member headers. A sample is the contiguous
+    run of members sharing a key (webdataset groups the same way), so one range read of
+    [start, start + length) returns all its members.
     """
+    if root is not None and has_summary(marker):
+        try:
+            keys, starts, lengths = sample_spans(load_member_index(fs, root, shard, marker))
+        except (OSError, ValueError) as exc:
+            raise CorruptShardError(f"shard {shard_name(shard)}: member index unreadable: {exc}") from None
+        return keys, starts.tolist(), lengths.tolist()
     try:
         with fs.open(path, "rb") as fh:
             entries = index_samples(fh)
@@ -45,7 +55,7 @@ def scan_shard(fs, path: str, shard: int) -> tuple[list[str], list[int], list[in
 
 def shard_byte_index(index: StoreIndex, entry: ShardEntry) -> pa.Table:
     """Return one complete shard's byte index, checked against its manifest's sample count."""
-    keys, starts, spans = scan_shard(index.fs, entry.path, entry.shard)
+    keys, starts, spans = scan_shard(index.fs, entry.path, entry.shard, index.root, index.markers.get(entry.shard))
     if len(keys) != entry.samples:
         raise CorruptShardError(
             f"shard {shard_name(entry.shard)} ({entry.path}) holds {len(keys)} samples but its manifest lists {entry.samples}"

@@ -118,8 +118,8 @@ class EligibleViews:
         return found & self.mask[pos].any(axis=1)
 
 
-def _independent_scores(index: StoreIndex, source_ids: np.ndarray, views: np.ndarray) -> np.ndarray:
-    """Return the independent score of each (source, view) row (NaN where it was not measured)."""
+def _independent_lookup(index: StoreIndex):
+    """A function (source ids, views) -> the independent score of each row (NaN where it was not measured)."""
     table = _quality_table(index, "views", "min_similarity with similarity_from='independent'")
     width = np.int64(max(index.k, 1))
     keys = table.column("source_id").to_numpy(zero_copy_only=False).astype(np.int64) * width + table.column("view").to_numpy(
@@ -128,45 +128,58 @@ def _independent_scores(index: StoreIndex, source_ids: np.ndarray, views: np.nda
     scores = table.column("independent").to_numpy(zero_copy_only=False).astype(np.float64)
     order = np.argsort(keys)
     keys, scores = keys[order], scores[order]
-    wanted = source_ids * width + views
-    pos = np.clip(np.searchsorted(keys, wanted), 0, max(len(keys) - 1, 0))
-    out = np.full(len(wanted), np.nan)
-    if len(keys):
-        hit = keys[pos] == wanted
-        out[hit] = scores[pos[hit]]
-    return out
+
+    def lookup(source_ids: np.ndarray, views: np.ndarray) -> np.ndarray:
+        wanted = source_ids * width + views
+        pos = np.clip(np.searchsorted(keys, wanted), 0, max(len(keys) - 1, 0))
+        out = np.full(len(wanted), np.nan)
+        if len(keys):
+            hit = keys[pos] == wanted
+            out[hit] = scores[pos[hit]]
+        return out
+
+    return lookup
 
 
 def eligible_views(index: StoreIndex, view_filter: ViewFilter) -> EligibleViews:
-    """Evaluate a ViewFilter over the store's manifest (ok view rows) and return the eligibility matrix."""
-    table = index.manifest(
-        columns=["source_id", "view", "similarity", "label"], filter=pc.field("status") == STATUS_OK
-    )
-    source_ids = table.column("source_id").to_numpy(zero_copy_only=False).astype(np.int64)
-    views = table.column("view").to_numpy(zero_copy_only=False).astype(np.int64)
-    if len(views) and (views.min() < 0 or views.max() >= index.k):
-        raise ValueError(f"manifest of {index.url} has view numbers outside 0..{index.k - 1}")
-    ok = np.ones(len(views), dtype=bool)
-    if view_filter.min_similarity is not None:
-        if view_filter.similarity_from == "independent":
-            sim = _independent_scores(index, source_ids, views)
-        else:
-            sim = table.column("similarity").to_numpy(zero_copy_only=False).astype(np.float64)
-        # A missing score cannot show the view is good enough: NaN >= x is False.
-        ok &= sim >= float(view_filter.min_similarity)
+    """Evaluate a ViewFilter over the store's manifest (ok view rows) and return the eligibility matrix.
+
+    The filter runs inside the scan (predicate pushdown): only (source_id, view) of the eligible
+    rows come out, batch by batch, into a [sources, K] bool matrix over sources.parquet's ids, so
+    memory is the matrix (1 byte per view), never the manifest.
+    """
+    ids = np.unique(index.sources(columns=["source_id"]).column("source_id").to_numpy(zero_copy_only=False).astype(np.int64))
+    mask = np.zeros((len(ids), index.k), dtype=bool)
+    dataset = index.manifest_dataset()
+    if dataset is None:
+        return EligibleViews(ids, mask)
+    where = pc.field("status") == STATUS_OK
+    independent = view_filter.min_similarity is not None and view_filter.similarity_from == "independent"
+    scores = _independent_lookup(index) if independent else None
+    if view_filter.min_similarity is not None and not independent:
+        # A missing score cannot show the view is good enough: null/NaN >= x keeps no row.
+        where &= pc.field("similarity") >= float(view_filter.min_similarity)
     names = {x for x in view_filter.exclude_labels if isinstance(x, str)}
     if view_filter.exclude is not None:
         names |= quality_excluded_labels(index, str(view_filter.exclude))
-    indices = {int(x) for x in view_filter.exclude_labels if not isinstance(x, str)}
     if names:
-        ok &= ~np.asarray(pc.is_in(table.column("label"), value_set=pa.array(sorted(names), pa.string())).fill_null(False))
+        where &= ~pc.field("label").isin(pa.array(sorted(names), pa.string()))  # a source with no label stays
+    indices = {int(x) for x in view_filter.exclude_labels if not isinstance(x, str)}
     if indices:
         sources = index.sources(columns=["source_id", "label_index"])
-        pairs = zip(sources.column("source_id").to_pylist(), sources.column("label_index").to_pylist())
-        excluded_ids = np.asarray([sid for sid, li in pairs if li in indices], dtype=np.int64)
-        ok &= ~np.isin(source_ids, excluded_ids)
-    unique_ids, row_of = np.unique(source_ids, return_inverse=True)
-    mask = np.zeros((len(unique_ids), index.k), dtype=bool)
-    mask[row_of[ok], views[ok]] = True
-    return EligibleViews(unique_ids, mask)
-
+        excluded = sources.filter(pc.is_in(sources.column("label_index"), value_set=pa.array(sorted(indices), pa.int32())))
+        where &= ~pc.field("source_id").isin(excluded.column("source_id").combine_chunks())
+    dense = len(ids) and ids[0] == 0 and ids[-1] == len(ids) - 1  # ids 0..N-1: an id is its row
+    for batch in dataset.to_batches(columns=["source_id", "view"], filter=where, batch_size=1 << 16):
+        source_ids = batch.column("source_id").to_numpy(zero_copy_only=False).astype(np.int64)
+        views = batch.column("view").to_numpy(zero_copy_only=False).astype(np.int64)
+        if len(views) and (views.min() < 0 or views.max() >= index.k):
+            raise ValueError(f"manifest of {index.url} has view numbers outside 0..{index.k - 1}")
+        if independent:
+            keep = scores(source_ids, views) >= float(view_filter.min_similarity)
+            source_ids, views = source_ids[keep], views[keep]
+        rows = source_ids if dense else np.searchsorted(ids, source_ids)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(ids) or not (dense or np.array_equal(ids[rows], source_ids))):
+            raise ValueError(f"manifest of {index.url} has source ids that sources.parquet does not list")
+        mask[rows, views] = True
+    return EligibleViews(ids, mask)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from genview.datastore.layout import QUALITY_DIR, STATS_DIR
+from genview.datastore.summary import has_summary
 from genview.datastore.shardcheck import check_shard
 from genview.trainer_client.store_index import (
     MANIFEST_DIR,
@@ -120,6 +121,10 @@ def pull_store(
             report.bytes_copied += size
             report.bytes_copied += _copy(index.fs, index.manifest_path(entry.shard), dest_fs, dest_manifest)
             stats_bytes = index.fs.cat_file(index.done_path(entry.shard))
+            summary = json.loads(stats_bytes).get("summary")
+            if has_summary(json.loads(stats_bytes)):  # the per-class summary and member index the marker names
+                for name in (summary["classes"], summary["member_index"]):
+                    report.bytes_copied += _copy(index.fs, index.path(name), dest_fs, posixpath.join(dest_root, name))
             shard_problems: list[str] = []
             if verify:
                 check = check_shard(dest_fs, dest_root, entry.shard, k=index.k, stats=json.loads(stats_bytes),

@@ -22,6 +22,8 @@ from genview.datastore.fs import arrow_filesystem, read_parquet
 from genview.datastore.layout import MANIFEST_DIR, SHARDS_DIR, SOURCES_FILE, SPEC_FILE
 from genview.datastore.manifest import STATUS_OK
 from genview.datastore.store import list_done_markers
+from genview.datastore.store_summary import read_markers
+from genview.datastore.summary import has_summary
 
 #: Newest store format this client reads (v2: done markers in stats/, KEY.cls; v1 still read).
 SUPPORTED_FORMAT_VERSION = 2
@@ -122,12 +124,19 @@ class StoreIndex:
             raise KeyError(f"shard {shard_name(shard)} is not a complete shard of {self.url}")
         return self._by_shard[shard]
 
-    def manifest(self, columns: Sequence[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:
-        """Return manifest rows of the complete shards (optionally only some columns / rows)."""
+    def manifest_dataset(self) -> pads.Dataset | None:
+        """The manifest fragments of the complete shards as one dataset (None when there are none), for scans
+        that read only the columns and rows they need."""
         paths = [self.manifest_path(entry.shard) for entry in self.shards]
         if not paths:
+            return None
+        return pads.dataset(paths, format="parquet", filesystem=arrow_filesystem(self.fs))
+
+    def manifest(self, columns: Sequence[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:
+        """Return manifest rows of the complete shards (optionally only some columns / rows)."""
+        dataset = self.manifest_dataset()
+        if dataset is None:
             return pa.table({})
-        dataset = pads.dataset(paths, format="parquet", filesystem=arrow_filesystem(self.fs))
         return dataset.to_table(columns=list(columns) if columns is not None else None, filter=filter)
 
     def sources(self, columns: Sequence[str] | None = None) -> pa.Table:
@@ -160,6 +169,7 @@ class StoreIndex:
         manifest_dir = self.path(MANIFEST_DIR)
         markers = list_done_markers(self.fs, self.root)
         done = sorted(markers)
+        self.markers: dict[int, dict[str, Any]] = {}
         if not done:
             return []
         tars = set()
@@ -171,15 +181,26 @@ class StoreIndex:
                 raise StoreFormatError(
                     f"shard {shard_name(shard)} has a done marker but {self.tar_path(shard)} is missing"
                 )
-        dataset = pads.dataset([self.manifest_path(s) for s in done], format="parquet", filesystem=arrow_filesystem(self.fs))
+        # Shards whose marker carries a summary say how many ok sources (= tar samples) they hold;
+        # only the others' fragments are scanned.
+        self.markers = read_markers(self.fs, markers)
+        counts = dict.fromkeys(done, 0)
+        scan: set[int] = set()
+        for shard in done:
+            if has_summary(self.markers[shard]):
+                counts[shard] = int(self.markers[shard]["summary"]["ok_sources"])
+            else:
+                scan.add(shard)
+        if not scan:
+            return [ShardEntry(shard, self.tar_path(shard), counts[shard], markers[shard]) for shard in done]
+        dataset = pads.dataset([self.manifest_path(s) for s in sorted(scan)], format="parquet", filesystem=arrow_filesystem(self.fs))
         rows = dataset.to_table(
             columns=["shard"], filter=(pc.field("view") == 0) & (pc.field("status") == STATUS_OK)
         )
-        counts = dict.fromkeys(done, 0)
         if rows.num_rows:
             for item in pc.value_counts(rows.column("shard")).to_pylist():
                 shard = int(item["values"])
-                if shard not in counts:
+                if shard not in scan:
                     raise StoreFormatError(
                         f"a manifest fragment under {manifest_dir} has rows of shard {shard}, which has no done marker"
                     )

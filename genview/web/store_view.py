@@ -12,13 +12,15 @@ from typing import Any, Mapping
 from urllib.parse import urlencode
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from genview.datastore import layout
 from genview.datastore.inspect import inspect_store
-from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
-from genview.datastore.store import Store, StoreError
+from genview.datastore.manifest import STATUS_OK
+from genview.datastore.source_views import SourceViews, manifest_dataset
+from genview.datastore.store import Store, StoreError, list_done_markers
+from genview.datastore.store_summary import StoreTotals, read_markers
+from genview.datastore.summary import HIST_BINS, HIST_HI, HIST_LO
 from genview.web.tar_index import ShardMemberIndex
 
 SORTS = {"worst": "worst first", "best": "best first", "source": "source id"}
@@ -120,22 +122,38 @@ def content_type(member: str) -> str:
     return mimetypes.guess_type(member)[0] or "application/octet-stream"
 
 
-def histogram(values: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[dict[str, float]]:
-    """Equal-width bins over the range of `values`: [{lo, hi, count}]."""
-    if values.size == 0:
+def histogram(counts: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[dict[str, float]]:
+    """At most `bins` bars over the occupied range of the store's fixed 0.001 similarity bins: [{lo, hi, count}].
+
+    Each bar joins a whole number of fine bins (the first and last hold the lowest and highest
+    views), so its edges are exact and a filter from a bar
+    (qlo/qhi, 4 decimals) takes in exactly its views.
+    """
+    nonzero = np.flatnonzero(counts)
+    if not len(nonzero):
         return []
-    lo, hi = float(values.min()), float(values.max())
-    if hi - lo < 1e-6:
-        lo, hi = lo - 0.005, hi + 0.005
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    # qlo/qhi: the bin's edges widened to 4 decimals, so a filter from the bar includes its own views.
-    return [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "count": int(counts[i]),
-             "qlo": math.floor(float(edges[i]) * 1e4) / 1e4, "qhi": math.ceil(float(edges[i + 1]) * 1e4) / 1e4}
-            for i in range(bins)]
+    width = (HIST_HI - HIST_LO) / HIST_BINS
+    first, last = int(nonzero[0]), int(nonzero[-1]) + 1
+    if last - first < bins:  # a range narrower than `bins` fine bins: widened evenly, one fine bin a bar
+        first = min(max(first - (bins - (last - first)) // 2, 0), HIST_BINS - bins)
+        last = first + bins
+    # `bins` bars from the lowest occupied fine bin to the highest, each a whole number of fine bins.
+    edges = [first + (i * (last - first)) // bins for i in range(bins + 1)]
+    out = []
+    for start, stop in zip(edges[:-1], edges[1:]):
+        lo, hi = HIST_LO + start * width, HIST_LO + stop * width
+        out.append({"lo": lo, "hi": hi, "count": int(counts[start:stop].sum()),
+                    "qlo": math.floor(lo * 1e4 + 1e-6) / 1e4, "qhi": math.ceil(hi * 1e4 - 1e-6) / 1e4})
+    return out
 
 
 class StoreView:
-    """Everything the pages of one store need; re-read when a new shard is done (at most every `max_age` s)."""
+    """Everything the pages of one store need; shards committed since are added (checked at most every `max_age` s).
+
+    Nothing holds the whole manifest: counts, classes and the histogram add up the shards'
+    summaries, the grid sorts a per-source similarity table (`SourceViews`), and a page's rows are
+    read from the fragments of the page's shards only.
+    """
 
     def __init__(self, url: str, max_age: float = 2.0):
         self.url = url
@@ -149,45 +167,51 @@ class StoreView:
 
     # -- loading ---------------------------------------------------------------------------
     def _current(self) -> dict[str, Any]:
-        """The loaded state, reloaded if shards were committed since."""
+        """The loaded state, with the shards committed since added."""
         with self._lock:
             if not self._state or time.monotonic() - self._checked_at >= self.max_age:
                 if not self.store.exists():
                     raise StoreError(f"{self.url} holds no store yet (no genview.json)")
-                done = frozenset(self.store.done_shards())
-                if done != self._done or not self._state:
-                    self._state = self._load()
+                markers = list_done_markers(self.store.fs, self.store.root)
+                done = frozenset(markers)
+                if not self._state or not (self._done or frozenset()) <= done:
+                    self._state = self._load()  # first read, or shards were taken away (reset, repair)
+                    self._done = frozenset()
+                if done != self._done:
+                    self._add(self._state, {s: markers[s] for s in done - self._done})
                     self._state["empty_shards"] = empty_shards(self.store, done)
                     self._done = done
                 self._checked_at = time.monotonic()  # only after a successful read: a missing store is asked again
             return self._state
 
     def _load(self) -> dict[str, Any]:
-        summary = inspect_store(self.url, worst=0, by_label_limit=10_000)
-        manifest = self.store.manifest()
-        ok = manifest.filter(pc.equal(manifest["status"], STATUS_OK)).select(_GRID_COLUMNS)
-        failed = manifest.filter(pc.equal(manifest["status"], STATUS_FAILED))
-        similarity = ok["similarity"].drop_null().to_numpy(zero_copy_only=False)
-        labels = sorted({label for label in ok["label"].to_pylist() if label is not None})
         header = self.store.read_header()
-        return {"summary": summary, "ok": ok, "failed": failed, "similarity": similarity, "labels": labels,
-                "spec": header.get("spec", {}), "header": header}
+        spec = header.get("spec", {})
+        return {"totals": StoreTotals(), "sources": SourceViews(self.store.fs, self.store.root, int(spec.get("k", 1))),
+                "spec": spec, "header": header, "empty_shards": {}}
+
+    def _add(self, state: dict[str, Any], marker_paths: dict[int, str]) -> None:
+        """Add newly done shards: their summaries and their sources' similarities; nothing else is re-read."""
+        markers = read_markers(self.store.fs, marker_paths)
+        state["totals"].add_shards(self.store.fs, self.store.root, markers)
+        state["sources"].add_shards(markers)
+        state["summary"] = inspect_store(self.url, worst=0, by_label_limit=10_000, totals=state["totals"])
+        state["labels"] = state["totals"].labels()
 
     # -- pages -----------------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
         """Counts, model and weights, similarity histogram and per-class table, failed sources."""
         state = self._current()
-        summary, spec = state["summary"], state["spec"]
-        failed = state["failed"].select(["source_id", "source_uri", "label", "error"]).slice(0, FAILURES_SHOWN)
+        summary, spec, totals = state["summary"], state["spec"], state["totals"]
         return {
             "summary": summary,
             "spec": spec,
             "weights": spec.get("weights") or {},
             "interpolated": bool(spec.get("interpolate")),
-            "histogram": histogram(state["similarity"]),
+            "histogram": histogram(totals.hist),
             "labels": state["labels"],
-            "failures": failed.to_pylist(),
-            "failures_total": state["failed"].num_rows,
+            "failures": totals.failures(self.store.fs, self.store.root, FAILURES_SHOWN),
+            "failures_total": totals.failed_sources,
             # Shown at the top of the page: their sources have no images to show.
             "empty_shards": list(state["empty_shards"].values()),
         }
@@ -195,25 +219,12 @@ class StoreView:
     def grid(self, query: GridQuery) -> dict[str, Any]:
         """One page of sources (with their views) matching `query`, in its order."""
         state = self._current()
-        table: pa.Table = state["ok"]
-        if query.label is not None:
-            table = table.filter(pc.equal(table["label"], query.label))
-        if query.min_sim is not None:
-            table = table.filter(pc.greater_equal(table["similarity"], query.min_sim))
-        if query.max_sim is not None:
-            table = table.filter(pc.less_equal(table["similarity"], query.max_sim))
-        per_source = table.group_by("source_id").aggregate([("similarity", "min")])
-        if query.sort == "source":
-            keys = [("source_id", "ascending")]
-        else:
-            direction = "ascending" if query.sort == "worst" else "descending"
-            keys = [("similarity_min", direction), ("source_id", "ascending")]
-        per_source = per_source.sort_by(keys)
-        total = per_source.num_rows
-        pages = max(1, math.ceil(total / query.per_page))
+        table: SourceViews = state["sources"]
         start = (query.page - 1) * query.per_page
-        page_ids = per_source["source_id"].slice(start, query.per_page)
-        rows = table.filter(pc.is_in(table["source_id"], value_set=page_ids)).to_pylist()
+        page = table.page(query.sort, start, query.per_page, label=query.label, min_sim=query.min_sim, max_sim=query.max_sim)
+        pages = max(1, math.ceil(page.total / query.per_page))
+        page_ids = [int(table.ids[r]) for r in page.rows]
+        rows = self._page_rows(page_ids, {int(table.shard[r]) for r in page.rows}, query)
         by_source: dict[int, dict[str, Any]] = {}
         for row in rows:
             entry = by_source.setdefault(row["source_id"], {
@@ -223,7 +234,7 @@ class StoreView:
             entry["views"].append({"view": row["view"], "member": row["member"], "similarity": row["similarity"],
                                    "alpha": row["primary_weight"]})  # Gen-SIS's α: the weight of the source
         sources = []
-        for source_id, worst in zip(page_ids.to_pylist(), per_source["similarity_min"].slice(start, query.per_page).to_pylist()):
+        for source_id, worst in zip(page_ids, page.worst):
             entry = by_source[source_id]
             entry["views"].sort(key=lambda view: view["view"])
             entry["worst"] = worst
@@ -232,7 +243,19 @@ class StoreView:
             entry["source_member"] = next((name for suffix, name in members.items() if suffix.startswith("src.")), None)
             entry["secondary_member"] = next((name for suffix, name in members.items() if suffix.startswith("sec.")), None)
             sources.append(entry)
-        return {"sources": sources, "total": total, "page": query.page, "pages": pages, "query": query}
+        return {"sources": sources, "total": page.total, "page": query.page, "pages": pages, "query": query}
+
+    def _page_rows(self, source_ids: list[int], shards: set[int], query: GridQuery) -> list[dict[str, Any]]:
+        """The ok manifest rows of a page's sources (views inside the query's range), from those shards' fragments only."""
+        if not source_ids:
+            return []
+        where = (pc.field("status") == STATUS_OK) & pc.field("source_id").isin(source_ids)
+        if query.min_sim is not None:
+            where &= pc.field("similarity") >= query.min_sim
+        if query.max_sim is not None:
+            where &= pc.field("similarity") <= query.max_sim
+        dataset = manifest_dataset(self.store.fs, self.store.root, shards)
+        return dataset.to_table(columns=_GRID_COLUMNS, filter=where).to_pylist()
 
     def image(self, shard: int, member: str) -> tuple[bytes, str]:
         """One member's bytes (by byte offset) and MIME type; KeyError for a member the shard lacks."""

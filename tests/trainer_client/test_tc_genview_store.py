@@ -20,8 +20,8 @@ def test_client_reads_a_v2_store_genview_wrote(tmp_path, image_folder, tiny_weig
                  "--out", str(out), "--shard-size", "5", "--view-size", "16", "--source-copy", source_copy,
                  "--no-progress"]) == 0
     header = json.loads((out / "genview.json").read_text())
-    assert header["format_version"] == 2 and sorted(p.name for p in (out / "stats").iterdir()) == [
-        "000000.json", "000001.json", "000002.json"]
+    assert header["format_version"] == 2 and sorted(p.name for p in (out / "stats").iterdir()) == sorted(
+        f"00000{i}.{part}" for i in range(3) for part in ("json", "summary.parquet", "index.parquet"))
     index = StoreIndex(str(out))
     assert index.num_samples == 12 and index.has_source == (source_copy != "none")
     ds = GenViewDataset(str(out), SinglePolicy(p=1.0, crop_size=8), rank=0, world_size=2, seed=0)
@@ -33,7 +33,8 @@ def test_client_reads_a_v2_store_genview_wrote(tmp_path, image_folder, tiny_weig
     assert Counter(exact) == Counter(range(12))
     report = pull_store(str(out), str(tmp_path / "copy"))  # the shard check with sha256, per shard
     assert report.shards_copied == [0, 1, 2]
-    assert sorted(p.name for p in (tmp_path / "copy" / "stats").iterdir()) == ["000000.json", "000001.json", "000002.json"]
+    assert sorted(p.name for p in (tmp_path / "copy" / "stats").iterdir()) == sorted(
+        f"00000{i}.{part}" for i in range(3) for part in ("json", "summary.parquet", "index.parquet"))
     assert main(["verify", str(tmp_path / "copy")]) == 0
 
 
