@@ -418,9 +418,8 @@ def remove(path: str) -> bool:
     parent, name = os.path.split(_local_bytes(path))
     dir_fd, _ = open_fd(parent, roots, "output", flags=os.O_RDONLY | os.O_DIRECTORY, shown=display(path))
     try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
+        with contextlib.suppress(FileNotFoundError):  # already gone: nothing to remove
+            os.unlink(name, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
     return True
