@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys

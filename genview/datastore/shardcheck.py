@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genview.datastore import layout
+from genview.datastore.fs import read_parquet
 from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
 from genview.datastore.tarindex import TarFormatError, iter_tar, split_member
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from genview.datastore import layout
 from genview.datastore.fs import join
 from genview.datastore.manifest import STATUS_FAILED, STATUS_OK
-from genview.datastore.tarindex import BLOCK, TarMember, split_member
+from genview.datastore.tarindex import BLOCK, TarMember
 
 SUMMARY_VERSION = 1
 #: Fixed similarity bins over [-1, 1] (cosine), width 0.001: shards' histograms add up exactly.
