@@ -54,7 +54,8 @@ def test_grown_folder_is_refused_then_extended(tmp_path, tiny_weights, capsys):
     assert {name: after[name] for name in before} == before  # done shards never rewritten
     assert sorted(set(after) - set(before)) == [
         "manifest/000004.parquet", "manifest/000005.parquet", "shards/000004.tar", "shards/000005.tar",
-        "stats/000004.json", "stats/000005.json",
+        "stats/000004.index.parquet", "stats/000004.json", "stats/000004.summary.parquet",
+        "stats/000005.index.parquet", "stats/000005.json", "stats/000005.summary.parquet",
     ]
     header = json.loads((out / "genview.json").read_text())
     assert (header["num_shards"], header["num_sources"], header["shard_pattern"]) == (6, 16, "shards/{000000..000005}.tar")
