@@ -161,8 +161,7 @@ def row_preview(url: str) -> dict[str, float]:
 
 def row_browse(url: str) -> dict[str, float]:
     """The browse app's work without the socket: start-up (what its lifespan does), then pages."""
-    from genview.web.browse import store_page_context
-    from genview.web.rendering import render
+    from genview.web.browse import render_store_page, store_page_context
     from genview.web.store_view import GridQuery, StoreView
 
     def page(view: StoreView, params: dict[str, str]) -> float:
@@ -170,8 +169,7 @@ def row_browse(url: str) -> dict[str, float]:
         context = store_page_context(view, params)
         if context["error"]:
             raise RuntimeError(context["error"])
-        render("store_page.html", title=url, page_kind="store", dashboard=False, static_base="/static", home_url="/",
-               base_url="/", img_url=lambda shard, member: f"/img/{shard}/{member}", **context)
+        render_store_page(url, context)
         for source in context["grid"]["sources"][:5]:  # images of the page: one range read each
             view.image(source["shard"], source["views"][0]["member"])
         return time.perf_counter() - start

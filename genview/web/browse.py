@@ -36,6 +36,13 @@ def _as_is(value):
     return value
 
 
+def render_store_page(url: str, context: dict) -> str:
+    """The HTML of `genview browse`'s store page for `context` (from `store_page_context`)."""
+    return render("store_page.html", title=url, page_kind="store", dashboard=False, static_base="/static",
+                  home_url="/", base_url="/", img_url=lambda shard, member: f"/img/{shard}/{member}",
+                  shown_path=_as_is, shown_text=_as_is, **context)
+
+
 def create_browse_app(url: str, bind_host: str = "127.0.0.1") -> FastAPI:
     """A read-only app serving the pages of the store at `url` at / and its images at /img/SHARD/MEMBER.
 
@@ -47,13 +54,9 @@ def create_browse_app(url: str, bind_host: str = "127.0.0.1") -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Read the manifest, index the first page's shards and compile the templates before the
         # first visitor: uvicorn accepts connections only after this.
-        await run_in_threadpool(render_store_page, store_page_context(view, {}))
+        await run_in_threadpool(render_store_page, url, store_page_context(view, {}))
         yield
 
-    def render_store_page(context: dict) -> str:
-        return render("store_page.html", title=url, page_kind="store", dashboard=False, static_base="/static",
-                      home_url="/", base_url="/", img_url=lambda shard, member: f"/img/{shard}/{member}",
-                      shown_path=_as_is, shown_text=_as_is, **context)
 
     app = FastAPI(title="genview store browser", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
@@ -61,7 +64,7 @@ def create_browse_app(url: str, bind_host: str = "127.0.0.1") -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     async def store_page(request: Request) -> HTMLResponse:
         context = await run_in_threadpool(store_page_context, view, dict(request.query_params))
-        return HTMLResponse(await run_in_threadpool(render_store_page, context))
+        return HTMLResponse(await run_in_threadpool(render_store_page, url, context))
 
     @app.get("/img/{shard}/{member}")
     async def image(shard: Annotated[int, Path(ge=0)], member: Annotated[str, Path(max_length=255)]) -> Response:
