@@ -45,11 +45,16 @@ def content_digests(read, names) -> dict[str, str]:
 
 
 def same_content(read_a, list_a, read_b, list_b) -> None:
-    """Tars, manifest fragments and sources.parquet byte-identical; done markers agree on every content field."""
-    names = sorted(n for n in list_a() if n.startswith(("shards/", "manifest/")) or n == "sources.parquet")
-    assert names == sorted(n for n in list_b() if n.startswith(("shards/", "manifest/")) or n == "sources.parquet")
+    """Tars, manifest fragments, per-shard summaries and member indexes and sources.parquet byte-identical;
+    done markers agree on every content field (their timings differ)."""
+    def data_files(names):
+        return sorted(n for n in names if n.startswith(("shards/", "manifest/")) or n == "sources.parquet"
+                      or (n.startswith("stats/") and n.endswith(".parquet")))
+
+    names = data_files(list_a())
+    assert names == data_files(list_b())
     assert content_digests(read_a, names) == content_digests(read_b, names)
-    for name in (n for n in list_a() if n.startswith("stats/")):
+    for name in (n for n in list_a() if n.startswith("stats/") and n.endswith(".json")):
         a, b = json.loads(read_a(name)), json.loads(read_b(name))
         for field in ("tar_bytes", "tar_sha256", "samples", "tar_members", "sources", "ok", "failed", "views"):
             assert a[field] == b[field], (name, field)
