@@ -87,7 +87,7 @@ def main() -> None:
                 ThreadPoolExecutor(6) as pool:
             cold, images, size = load_page(client, pool, "per_page=50")
             print(f"store {store}: page of 50 sources, {images} images, {size / 1e6:.2f} MB")
-            print(f"first page after start-up (the server read the manifest and indexed shards at start): {cold * 1000:.0f} ms")
+            print(f"first page after start-up (the server built its state from the shard summaries at start): {cold * 1000:.0f} ms")
             for query in ("per_page=50", "per_page=50&page=2", "per_page=50&sort=best", "per_page=50&label=class_01"):
                 best, images = float("inf"), 0
                 for _ in range(args.rounds):
