@@ -25,6 +25,11 @@ class ShardPlan:
     shards: "dict[int, list[dict[str, Any]] | ShardRows]"
     #: Called with the shard number right before a shard commits; raises to keep it uncommitted (a lost lease).
     before_commit: Callable[[int], None] | None = None
+    #: Backends that run many shards at once (Ray) call this right before handing a shard to a worker; False
+    #: leaves the shard to another process (it holds the shard's lease), which the caller looks at again later.
+    claim: Callable[[int], bool] | None = None
+    #: Called by those backends once a shard is committed (its lease can go at once, not at the end of the run).
+    after_commit: Callable[[int], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

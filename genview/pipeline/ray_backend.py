@@ -392,6 +392,7 @@ class _Dispatcher:
         self.todo: collections.deque[int] = collections.deque(sorted(plan.shards))
         self.remaining = set(plan.shards)
         self.recheck: set[int] = set()  # re-queued shards: their lost attempt may have committed after all
+        self.claimed: set[int] = set()  # shards this driver has claimed (plan.claim), kept across re-queues
         self.failures: collections.Counter[int] = collections.Counter()
 
     def run(self) -> None:
@@ -448,6 +449,11 @@ class _Dispatcher:
                     self.recheck.discard(shard)
                     if self._finish_if_done(shard):
                         continue
+                if shard not in self.claimed:
+                    if self.plan.claim is not None and not self.plan.claim(shard):
+                        self.remaining.discard(shard)  # another process makes it; the caller looks again later
+                        continue
+                    self.claimed.add(shard)
                 worker.shard, worker.state, worker.attempt_info = shard, "busy", worker.info
                 worker.stream = worker.handle.run.remote(shard, self.plan.shards[shard], self.plan.settings)
 
@@ -506,6 +512,8 @@ class _Dispatcher:
             self.backend.committed_by[shard] = worker.attempt_info or {}
             self.progress.shard_done({**message["stats"], "worker": worker.attempt_info})
             self.remaining.discard(shard)
+            if self.plan.after_commit is not None:
+                self.plan.after_commit(shard)
             worker.reported = [0, 0, 0]
             worker.stream = worker.shard = None
             worker.state = "idle"
@@ -545,6 +553,8 @@ class _Dispatcher:
         self.progress.shard_done(stats)
         self.remaining.discard(shard)
         self.backend.found_done.add(shard)
+        if self.plan.after_commit is not None:
+            self.plan.after_commit(shard)
         return True
 
 

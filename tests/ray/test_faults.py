@@ -139,3 +139,30 @@ def test_worker_node_killed_job_completes_on_the_other(ray_cluster, fault_job, c
         assert shard in backend.found_done or backend.committed_by[shard]["pid"] not in dead_pids
     assert (summary.ok, summary.views, summary.failed) == (N_OK, N_OK * K, 1)
     assert_complete_and_clean(out, clean_store)
+
+
+def test_a_ray_driver_leases_a_shard_only_when_it_hands_it_to_a_worker(ray_cluster, fault_job, clean_store, tmp_path):
+    # Two actors: at most two shards leased at any time (each claimed as it is handed out, given back at its
+    # commit), so another driver on the same store finds the rest free instead of all of them leased at start.
+    out = tmp_path / "store"
+    most, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            leases = out / "leases"
+            if leases.exists():
+                most[0] = max(most[0], len([p for p in leases.iterdir() if not p.name.startswith(".")]))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        summary = generate(GenerateSpec(out=str(out), **fault_job[1]), progress=False,
+                           backend=RayBackend(address=ray_cluster.address, workers=2))
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+    assert 1 <= most[0] <= 2, f"{most[0]} shards were leased at once by a driver with 2 workers"
+    assert (summary.ok, summary.views, summary.failed) == (N_OK, N_OK * K, 1)
+    assert not [p for p in (out / "leases").iterdir()]  # every lease given back
+    assert_complete_and_clean(out, clean_store)
