@@ -13,12 +13,12 @@ import numpy as np
 import pyarrow.compute as pc
 
 from genview.datastore.fs import write_atomic
-from genview.datastore.manifest import STATUS_OK
 from genview.datastore.store import Store, StoreError
 from genview.quality import tables
 from genview.quality.defaults import DEFAULT_K_NN
-from genview.quality.aggregate import build_tables, concat_features
-from genview.quality.extract import Networks, extract_shard, load_features
+from genview.quality.aggregate import build_tables
+from genview.quality.extract import Networks, extract_shard
+from genview.quality.spill import SpilledRows
 from genview.quality.reference import DEFAULT_FID_REFERENCE, FID_REFERENCES
 
 #: Settings whose change makes stored features stale (the networks that made them).
@@ -45,6 +45,7 @@ class QualitySpec:
     ray_address: str | None = None
     workers: int | None = None
     progress: bool = True
+    scratch: str | None = None  # local folder for the spilled features of the tables step (default: temp folder)
 
 
 @dataclasses.dataclass
@@ -228,22 +229,23 @@ def measure_quality(
                 progress(extract_shard(store, shard, nets))
     finally:
         progress.close()
-    feats = concat_features([load_features(store, s) for s in store_done])
-    manifest = store.manifest(columns=["source_id", "view", "similarity", "status"])
-    manifest = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
-    log(f"quality: neighbourhoods and per-class tables over {len(feats['source_id'])} sources, "
-        f"{len(feats['view_source_id'])} views")
-    label_index = dict(zip(sources.column("source_id").to_pylist(), sources.column("label_index").to_pylist()))
-    classes, views, per_source, overall = build_tables(
-        feats, manifest, spec.k_nn, spec.fid_views, spec.kid_subsets, label_index=label_index, device=spec.device
-    )
-    write_atomic(store.fs, tables.quality_path(store.root, tables.VIEWS_FILE), tables.table_bytes(views))
-    write_atomic(store.fs, tables.quality_path(store.root, tables.SOURCES_FILE), tables.table_bytes(per_source))
-    write_atomic(store.fs, tables.quality_path(store.root, tables.CLASSES_FILE), tables.table_bytes(classes))
+    ids = sources.column("source_id").to_numpy(zero_copy_only=False)
+    indices = pc.fill_null(sources.column("label_index"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    order = np.argsort(ids, kind="stable")
+    log(f"quality: neighbourhoods and per-class tables over {len(store_done)} measured shards")
+    with SpilledRows(spec.scratch) as spill:
+        result = build_tables(
+            store, store_done, spill, spec.k_nn, spec.fid_views, spec.kid_subsets, label_index=(ids[order], indices[order]),
+            device=spec.device, progress=spec.progress, log=log,
+        )
+        with open(result.views_file, "rb") as fh:
+            write_atomic(store.fs, tables.quality_path(store.root, tables.VIEWS_FILE), fh.read())
+    write_atomic(store.fs, tables.quality_path(store.root, tables.SOURCES_FILE), tables.table_bytes(result.sources))
+    write_atomic(store.fs, tables.quality_path(store.root, tables.CLASSES_FILE), tables.table_bytes(result.classes))
+    classes, overall = result.classes, result.overall
     planned = store.num_shards()
-    known = [i for i in label_index.values() if i is not None and i >= 0]
     settings.update(
-        num_classes=max(known) + 1 if known else 0,  # the length of a dense soft label (label_index 0..C-1)
+        num_classes=int(indices.max()) + 1 if len(indices) and indices.max() >= 0 else 0,  # the length of a dense soft label (label_index 0..C-1)
         complete=len(store_done) == planned, shards_measured=len(store_done), shards_planned=planned,
         overall={k: v for k, v in overall.items() if k not in ("scope", "label")},
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
