@@ -158,17 +158,29 @@ def _write_settings(store: Store, settings: dict[str, Any]) -> None:
 
 
 class _ShardProgress:
-    """Counts measured sources and views on genview's progress bar, and logs a line, as each shard is committed."""
+    """Counts measured sources and views on genview's progress bar, and logs a line, as each shard is committed.
+
+    In-process runs also report each embedded chunk of a shard (`chunk`), so a long shard moves the bar;
+    the shard's commit then adds only what its chunks did not.
+    """
 
     def __init__(self, total: int, shards: int, enabled: bool, log: Callable[[str], None]):
         from genview.pipeline.progress import JobProgress
 
         self.shards, self.done, self.log = shards, 0, log
         self.bar = JobProgress(total=total, initial=0, desc="quality", enabled=enabled)
+        self.in_shard = [0, 0]  # sources and views of the running shard already on the bar
+
+    def chunk(self, sources: int, views: int) -> None:
+        self.in_shard[0] += sources
+        self.in_shard[1] += views
+        self.bar.sources_done(sources, views, 0)
 
     def __call__(self, marker: dict[str, Any]) -> None:
         self.done += 1
-        self.bar.sources_done(marker["sources"], marker["views"], 0, shard=marker["shard"])
+        sources, views = marker["sources"] - self.in_shard[0], marker["views"] - self.in_shard[1]
+        self.in_shard = [0, 0]
+        self.bar.sources_done(sources, views, 0, shard=marker["shard"])
         self.bar.bar.set_postfix(shards=f"{self.done}/{self.shards}", views=self.bar.views, refresh=False)
         where = f" on pid {marker['pid']}" if "pid" in marker else ""
         self.log(f"quality shard {marker['shard']:06d}: {marker['sources']} sources, {marker['views']} views, "
@@ -226,7 +238,7 @@ def measure_quality(
             extract_on_ray(spec, todo, identity, progress)
         else:
             for shard in todo:
-                progress(extract_shard(store, shard, nets))
+                progress(extract_shard(store, shard, nets, on_progress=progress.chunk))
     finally:
         progress.close()
     ids = sources.column("source_id").to_numpy(zero_copy_only=False)
