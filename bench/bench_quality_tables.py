@@ -145,8 +145,14 @@ def main() -> None:
         import numpy as np
 
         b = float(np.polyfit(np.log(sizes), np.log(peaks), 1)[0])
+        slope, intercept = np.polyfit(sizes, peaks, 1)
         print(f"(peak RssAnon: growth over the process's own start, imports excluded; ratio: feature bytes / that peak; "
               f"peak ~ views^{b:.2f})")
+        views = 12_811_670
+        print(f"linear fit: peak = {intercept:,.0f} MB + {slope * 2**20:,.0f} bytes x views; at {views:,} views "
+              f"(ImageNet x K=10) that is {(intercept + slope * views) / 1024:,.1f} GB, against "
+              f"{views * 4 * 2048 * 2.2 / 2**30:,.0f} GB of 2048-d Inception and conditioning features "
+              "(an extrapolation of this fit, not a run)")
 
 
 if __name__ == "__main__":
