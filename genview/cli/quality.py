@@ -43,6 +43,10 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--ray-address", help="measure shards on this Ray cluster (auto, HOST:PORT, ray://...); the weights "
                    "paths must be readable on every node")
     p.add_argument("--workers", type=int, help="Ray actors (without --ray-address: a local Ray instance with this many)")
+    p.add_argument("--scratch", metavar="DIR",
+                   help="local folder for the features the tables step reads back (memory-mapped files, removed at the "
+                        "end; about 4 bytes x feature size x (2 x sources + views), e.g. ~126 GB at ImageNet x K=10); "
+                        "default: the system temp folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--order", default="fid", help="order of the printed per-class table (a metric, worst first)")
     p.set_defaults(handler=run_quality)
@@ -58,6 +62,7 @@ def run_quality(args: argparse.Namespace) -> int:
         generator_weights=args.generator_weights, encoder_weights=args.encoder_weights, k_nn=args.k_nn,
         fid_views=args.fid_views, fid_reference=args.fid_reference, kid_subsets=args.kid_subsets, device=args.device, batch_size=args.batch_size,
         overwrite=args.overwrite, ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress,
+        scratch=args.scratch,
     )
     report = measure_quality(spec)
     print(f"{args.store}: measured {report.shards_total} shards ({report.shards_run} now) in {report.seconds:.1f} s"

@@ -65,8 +65,34 @@ def _embed_condition(embed: Callable, images: list[torch.Tensor], batch: int = 6
     return np.stack(out).astype(np.float32)
 
 
-def extract_shard(store: Store, shard: int, networks: Networks) -> dict[str, Any]:
-    """Compute and commit one shard's features; return its marker (counts, seconds)."""
+#: Sources (with their K views) decoded and embedded together: bounds a shard's decoded images in memory and
+#: paces the progress bar inside a shard (a shard of 1,000 sources x 10 views is 11,000 images).
+CHUNK_SOURCES = 32
+
+
+def _embed_chunk(networks: Networks, src_images: list[torch.Tensor], view_images: list[torch.Tensor],
+                 view_size_of_src: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Every network's features of a few sources and their views."""
+    # FID's reference: the source as the generator saw it, at its views' size (DA IC-GAN §4.1), unless asked otherwise.
+    reference = reference_images(src_images, view_size_of_src, networks.fid_reference)
+    out = {
+        "src_inception": networks.inception.embed(reference).numpy(),
+        "view_inception": networks.inception.embed(view_images).numpy(),
+        "src_condition": _embed_condition(networks.condition_embed, src_images),
+        "view_condition": _embed_condition(networks.condition_embed, view_images),
+    }
+    if networks.scorer is not None:
+        out["src_scorer"] = networks.scorer.embed(src_images).numpy()
+        out["view_scorer"] = networks.scorer.embed(view_images).numpy()
+    return out
+
+
+def extract_shard(store: Store, shard: int, networks: Networks,
+                  on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Compute and commit one shard's features; return its marker (counts, seconds).
+
+    ``on_progress(sources, views)`` is called as each chunk of sources is embedded (counts of that chunk).
+    """
     start = time.perf_counter()
     # This shard's manifest fragment only: reading the whole manifest per shard would be quadratic.
     with store.fs.open(layout.shard_manifest(store.root, shard), "rb") as fh:
@@ -76,8 +102,20 @@ def extract_shard(store: Store, shard: int, networks: Networks) -> dict[str, Any
     by_key: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_key.setdefault(row["key"], []).append(row)
-    src_images, src_ids, src_labels = [], [], []
-    view_images, view_src, view_idx, view_size_of_src = [], [], [], []
+    src_ids, src_labels, view_src, view_idx = [], [], [], []
+    features: dict[str, list[np.ndarray]] = {}
+    chunk: tuple[list, list, list] = ([], [], [])  # source images, view images, each source's view size
+
+    def embed_chunk() -> None:
+        if not chunk[0]:
+            return
+        for name, array in _embed_chunk(networks, *chunk).items():
+            features.setdefault(name, []).append(array)
+        if on_progress is not None:
+            on_progress(len(chunk[0]), len(chunk[1]))
+        for part in chunk:
+            part.clear()
+
     for key, members in iter_shard(store, shard):
         if key not in by_key:
             continue
@@ -91,32 +129,26 @@ def extract_shard(store: Store, shard: int, networks: Networks) -> dict[str, Any
                     f"shard {shard:06d} sample {key} has no source copy (--source-copy none) and its source "
                     f"{first['source_uri']} cannot be read: {exc}"
                 ) from None
-        src_images.append(decode_rgb(src))
+        chunk[0].append(decode_rgb(src))
         src_ids.append(first["source_id"])
         src_labels.append("(none)" if first["label"] is None else str(first["label"]))
         for row in sorted(by_key[key], key=lambda r: r["view"]):
             suffix = row["member"].split(".", 1)[1]
-            view_images.append(decode_rgb(members[suffix]))
+            chunk[1].append(decode_rgb(members[suffix]))
             view_src.append(row["source_id"])
             view_idx.append(row["view"])
-        view_size_of_src.append(tuple(view_images[-1].shape[-2:]))
+        chunk[2].append(tuple(chunk[1][-1].shape[-2:]))
+        if len(chunk[0]) >= CHUNK_SOURCES:
+            embed_chunk()
+    embed_chunk()
     arrays: dict[str, np.ndarray] = {
         "source_id": np.asarray(src_ids, dtype=np.int64),
         "label": np.asarray(src_labels, dtype=str),
         "view_source_id": np.asarray(view_src, dtype=np.int64),
         "view": np.asarray(view_idx, dtype=np.int32),
         "view_shard": np.full(len(view_idx), shard, dtype=np.int32),
+        **{name: np.concatenate(parts) for name, parts in features.items()},
     }
-    if src_images:
-        # FID's reference: the source as the generator saw it, at its views' size (DA IC-GAN §4.1), unless asked otherwise.
-        reference = reference_images(src_images, view_size_of_src, networks.fid_reference)
-        arrays["src_inception"] = networks.inception.embed(reference).numpy()
-        arrays["view_inception"] = networks.inception.embed(view_images).numpy()
-        arrays["src_condition"] = _embed_condition(networks.condition_embed, src_images)
-        arrays["view_condition"] = _embed_condition(networks.condition_embed, view_images)
-        if networks.scorer is not None:
-            arrays["src_scorer"] = networks.scorer.embed(src_images).numpy()
-            arrays["view_scorer"] = networks.scorer.embed(view_images).numpy()
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_atomic(store.fs, tables.features_path(store.root, shard), buffer.getvalue())

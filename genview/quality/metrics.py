@@ -10,8 +10,6 @@ CPU); the two agree to float64 rounding, which tests check against torchmetrics 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from torch import nn
@@ -29,17 +27,25 @@ class _Precomputed(nn.Module):
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    return torch.from_numpy(np.array(x, dtype=np.float64))  # a copy: memory-mapped rows are read-only
 
 
-def fid_torchmetrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor) -> float:
-    """Return torchmetrics' FrechetInceptionDistance between two feature sets [N, D]."""
+#: Rows per update when features are fed to torchmetrics from a memory map (8,192 x 2,048 float64: 128 MiB).
+FEATURE_BATCH = 8192
+
+
+def fid_torchmetrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, batch: int = FEATURE_BATCH) -> float:
+    """Return torchmetrics' FrechetInceptionDistance between two feature sets [N, D].
+
+    The metric keeps running sums (mean and covariance), so the rows are fed in batches: `real` and
+    `fake` may be memory-mapped arrays far larger than memory.
+    """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    real, fake = _as_tensor(real), _as_tensor(fake)
-    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
+    metric = FrechetInceptionDistance(feature=_Precomputed(np.shape(real)[1]))
+    for rows, is_real in ((real, True), (fake, False)):
+        for start in range(0, len(rows), batch):
+            metric.update(_as_tensor(rows[start : start + batch]), real=is_real)
     return float(metric.compute())
 
 
@@ -61,34 +67,43 @@ def frechet_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
     if min(n1, n2) < 2:
         raise ValueError(f"FID needs at least 2 samples on each side, got {n1} and {n2}")
     if max(n1, n2) < dim:
-        return fid_low_rank(real, fake)
+        return fid_low_rank(np.asarray(real[:]), np.asarray(fake[:]))
     return fid_torchmetrics(real, fake)
 
 
 def kernel_inception_distance(
-    real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+    real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, subsets: int = 100, subset_size: int = 1000,
+    seed: int = 0, device: str | torch.device = "cpu",
 ) -> tuple[float, float]:
-    """Return torchmetrics' KID (mean, std over subsets); subsets shrink to the smaller side, seeded."""
-    from torchmetrics.image.kid import KernelInceptionDistance
+    """Return KID (mean, std over subsets) as torchmetrics' ``KernelInceptionDistance`` computes it.
 
-    real, fake = _as_tensor(real), _as_tensor(fake)
-    size = min(subset_size, len(real), len(fake))
+    The same subsets (``randperm`` per subset and side, from a generator seeded with `seed`) and
+    torchmetrics' own ``poly_mmd`` on each, but only the drawn rows are read: `real` and `fake` may
+    be memory-mapped arrays of millions of rows (torchmetrics' metric keeps every feature in memory
+    and concatenates them). Subsets shrink to the smaller side; ``device`` runs the kernels there.
+    """
+    from torchmetrics.image.kid import poly_mmd
+
+    n_real, n_fake = len(real), len(fake)
+    size = min(subset_size, n_real, n_fake)
     if size < 2:
-        raise ValueError(f"KID needs at least 2 samples on each side, got {len(real)} and {len(fake)}")
+        raise ValueError(f"KID needs at least 2 samples on each side, got {n_real} and {n_fake}")
     # One subset of everything is the whole set again (MMD ignores order): no point repeating it.
-    subsets = subsets if size < max(len(real), len(fake)) else 1
-    with warnings.catch_warnings():  # "will save all extracted features": they are already in memory here
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # torchmetrics draws the subsets with the global generator
-    try:
-        mean, std = metric.compute()
-    finally:
-        torch.random.set_rng_state(state)
-    return float(mean), float(std)
+    subsets = subsets if size < max(n_real, n_fake) else 1
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(rows: np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
+        # Sorted picks read a memory map in file order; MMD does not depend on the order within a subset.
+        pick = np.sort(torch.randperm(n, generator=generator)[:size].numpy())
+        return torch.as_tensor(np.asarray(rows[pick]), dtype=torch.float64, device=device)
+
+    scores = []
+    for _ in range(subsets):
+        f_real = draw(real, n_real)
+        f_fake = draw(fake, n_fake)
+        scores.append(poly_mmd(f_real, f_fake, degree=3, gamma=None, coef=1.0))
+    scores = torch.stack(scores)
+    return float(scores.mean()), float(scores.std(unbiased=False))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

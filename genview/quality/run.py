@@ -13,12 +13,12 @@ import numpy as np
 import pyarrow.compute as pc
 
 from genview.datastore.fs import write_atomic
-from genview.datastore.manifest import STATUS_OK
 from genview.datastore.store import Store, StoreError
 from genview.quality import tables
 from genview.quality.defaults import DEFAULT_K_NN
-from genview.quality.aggregate import build_tables, concat_features
-from genview.quality.extract import Networks, extract_shard, load_features
+from genview.quality.aggregate import build_tables
+from genview.quality.extract import Networks, extract_shard
+from genview.quality.spill import SpilledRows
 from genview.quality.reference import DEFAULT_FID_REFERENCE, FID_REFERENCES
 
 #: Settings whose change makes stored features stale (the networks that made them).
@@ -45,6 +45,7 @@ class QualitySpec:
     ray_address: str | None = None
     workers: int | None = None
     progress: bool = True
+    scratch: str | None = None  # local folder for the spilled features of the tables step (default: temp folder)
 
 
 @dataclasses.dataclass
@@ -157,17 +158,29 @@ def _write_settings(store: Store, settings: dict[str, Any]) -> None:
 
 
 class _ShardProgress:
-    """Counts measured sources and views on genview's progress bar, and logs a line, as each shard is committed."""
+    """Counts measured sources and views on genview's progress bar, and logs a line, as each shard is committed.
+
+    In-process runs also report each embedded chunk of a shard (`chunk`), so a long shard moves the bar;
+    the shard's commit then adds only what its chunks did not.
+    """
 
     def __init__(self, total: int, shards: int, enabled: bool, log: Callable[[str], None]):
         from genview.pipeline.progress import JobProgress
 
         self.shards, self.done, self.log = shards, 0, log
         self.bar = JobProgress(total=total, initial=0, desc="quality", enabled=enabled)
+        self.in_shard = [0, 0]  # sources and views of the running shard already on the bar
+
+    def chunk(self, sources: int, views: int) -> None:
+        self.in_shard[0] += sources
+        self.in_shard[1] += views
+        self.bar.sources_done(sources, views, 0)
 
     def __call__(self, marker: dict[str, Any]) -> None:
         self.done += 1
-        self.bar.sources_done(marker["sources"], marker["views"], 0, shard=marker["shard"])
+        sources, views = marker["sources"] - self.in_shard[0], marker["views"] - self.in_shard[1]
+        self.in_shard = [0, 0]
+        self.bar.sources_done(sources, views, 0, shard=marker["shard"])
         self.bar.bar.set_postfix(shards=f"{self.done}/{self.shards}", views=self.bar.views, refresh=False)
         where = f" on pid {marker['pid']}" if "pid" in marker else ""
         self.log(f"quality shard {marker['shard']:06d}: {marker['sources']} sources, {marker['views']} views, "
@@ -225,25 +238,26 @@ def measure_quality(
             extract_on_ray(spec, todo, identity, progress)
         else:
             for shard in todo:
-                progress(extract_shard(store, shard, nets))
+                progress(extract_shard(store, shard, nets, on_progress=progress.chunk))
     finally:
         progress.close()
-    feats = concat_features([load_features(store, s) for s in store_done])
-    manifest = store.manifest(columns=["source_id", "view", "similarity", "status"])
-    manifest = manifest.filter(pc.equal(manifest["status"], STATUS_OK))
-    log(f"quality: neighbourhoods and per-class tables over {len(feats['source_id'])} sources, "
-        f"{len(feats['view_source_id'])} views")
-    label_index = dict(zip(sources.column("source_id").to_pylist(), sources.column("label_index").to_pylist()))
-    classes, views, per_source, overall = build_tables(
-        feats, manifest, spec.k_nn, spec.fid_views, spec.kid_subsets, label_index=label_index, device=spec.device
-    )
-    write_atomic(store.fs, tables.quality_path(store.root, tables.VIEWS_FILE), tables.table_bytes(views))
-    write_atomic(store.fs, tables.quality_path(store.root, tables.SOURCES_FILE), tables.table_bytes(per_source))
-    write_atomic(store.fs, tables.quality_path(store.root, tables.CLASSES_FILE), tables.table_bytes(classes))
+    ids = sources.column("source_id").to_numpy(zero_copy_only=False)
+    indices = pc.fill_null(sources.column("label_index"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    order = np.argsort(ids, kind="stable")
+    log(f"quality: neighbourhoods and per-class tables over {len(store_done)} measured shards")
+    with SpilledRows(spec.scratch) as spill:
+        result = build_tables(
+            store, store_done, spill, spec.k_nn, spec.fid_views, spec.kid_subsets, label_index=(ids[order], indices[order]),
+            device=spec.device, progress=spec.progress, log=log,
+        )
+        with open(result.views_file, "rb") as fh:
+            write_atomic(store.fs, tables.quality_path(store.root, tables.VIEWS_FILE), fh.read())
+    write_atomic(store.fs, tables.quality_path(store.root, tables.SOURCES_FILE), tables.table_bytes(result.sources))
+    write_atomic(store.fs, tables.quality_path(store.root, tables.CLASSES_FILE), tables.table_bytes(result.classes))
+    classes, overall = result.classes, result.overall
     planned = store.num_shards()
-    known = [i for i in label_index.values() if i is not None and i >= 0]
     settings.update(
-        num_classes=max(known) + 1 if known else 0,  # the length of a dense soft label (label_index 0..C-1)
+        num_classes=int(indices.max()) + 1 if len(indices) and indices.max() >= 0 else 0,  # the length of a dense soft label (label_index 0..C-1)
         complete=len(store_done) == planned, shards_measured=len(store_done), shards_planned=planned,
         overall={k: v for k, v in overall.items() if k not in ("scope", "label")},
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -205,3 +205,28 @@ def test_dino_scorer_reads_an_official_checkpoint_or_a_saved_encoder(tmp_path):
     # A bare checkpoint file gets DINO's own 224 px recipe (the folder recorded the tiny 32 px one).
     assert from_file.embed(images).shape == (2, 32)
 
+
+
+def test_a_shard_is_embedded_in_chunks_that_move_the_progress(measured, networks, tmp_path, monkeypatch):
+    import shutil
+
+    from genview.quality import extract
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(measured[0], store_dir)
+    store = Store(str(store_dir))
+    nets = networks[0]
+    whole = extract.extract_shard(store, 0, nets)
+    expected = extract.load_features(store, 0)
+    monkeypatch.setattr(extract, "CHUNK_SOURCES", 1)
+    chunks: list[tuple[int, int]] = []
+    marker = extract.extract_shard(store, 0, nets, on_progress=lambda s, v: chunks.append((s, v)))
+    assert chunks == [(1, K)] * 4  # one call per source and its K views, before the shard commits
+    assert (marker["sources"], marker["views"]) == (whole["sources"], whole["views"]) == (4, 4 * K)
+    got = extract.load_features(store, 0)
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        if expected[name].dtype.kind == "f":
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(got[name], expected[name])
