@@ -89,8 +89,16 @@ def worker_command(
     generate_args: Sequence[str] = (),
     weight_roots: Sequence[str] = (),
 ) -> list[str]:
-    """The argv of a job worker (`python -m genview.api.worker ...`)."""
+    """The argv of a job worker (`python -m genview.api.worker ...`).
+
+    The models the service enables when the worker starts go with it: a job queued while its model
+    was enabled does not run once the operator has disabled it.
+    """
+    from genview.api.schemas import enabled_models
+
     cmd = [python, "-m", "genview.api.worker", "--spec-json", spec.model_dump_json(), "--base-dir", base_dir]
+    for name in enabled_models():
+        cmd.append(f"--enabled-model={name}")
     for root in read_roots:
         cmd.append(f"--read-root={root}")
     for root in weight_roots:

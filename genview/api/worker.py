@@ -222,13 +222,26 @@ def _run_checked(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, e
     return code, None if code == 0 else (tail.error_text() or f"genview generate exited with code {code}")
 
 
+def model_refusal(spec: GenerateSpec, enabled: Sequence[str]) -> str | None:
+    """Why the job's model may not run here (None when it may): `enabled` empty means no check."""
+    if not enabled or spec.model in enabled:
+        return None
+    return (f"model {spec.model!r} is not enabled on this service (enabled now: {', '.join(sorted(enabled))}); "
+            "the operator's enabled_models setting changed after the job was submitted")
+
+
 def run(spec: GenerateSpec, read_roots: Sequence[str], base_dir: str, status_file: str | None, extra_args: Sequence[str],
-        weight_roots: Sequence[str] = ()) -> int:
+        weight_roots: Sequence[str] = (), enabled_models: Sequence[str] = ()) -> int:
     """Run the job, record its exit status in `status_file`; return the exit code."""
     tail = _TailingStream(sys.stderr)
     sys.stderr = tail
     try:
-        code, error = _generate(spec, read_roots, base_dir, extra_args, tail, weight_roots)
+        refused = model_refusal(spec, enabled_models)
+        if refused is not None:
+            print(f"genview worker: error: {refused}", file=sys.stderr)
+            code, error = EXIT_REFUSED, refused
+        else:
+            code, error = _generate(spec, read_roots, base_dir, extra_args, tail, weight_roots)
     except KeyboardInterrupt:
         code, error = 130, "interrupted (cancelled): done shards are kept"
     except Exception as exc:  # anything unexpected: keep the traceback in the log, the gist in the status
@@ -258,10 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-dir", default=os.getcwd(), help="relative listed paths are taken from here")
     parser.add_argument("--status-file", help="where to write the exit-status json when done")
     parser.add_argument("--generate-arg", action="append", default=[], help="extra `genview generate` argument (repeatable)")
+    parser.add_argument("--enabled-model", action="append", default=[], metavar="NAME",
+                        help="a model the service enables (repeatable); the job's model must be one; none = no check")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     spec = GenerateSpec.model_validate_json(args.spec_json)
-    return run(spec, args.read_root, args.base_dir, args.status_file, args.generate_arg, args.weight_root)
+    return run(spec, args.read_root, args.base_dir, args.status_file, args.generate_arg, args.weight_root,
+               args.enabled_model)
 
 
 if __name__ == "__main__":
