@@ -46,7 +46,7 @@ def build_store(folder: Path, shards: int, shard_size: int) -> tuple[str, str, s
     from genview.datastore import layout
     from genview.datastore.shard_rows import row_group_size
     from genview.datastore.sources import listing_digest
-    from genview.pipeline.runner import list_file_fingerprint
+    from genview.datastore.source_fingerprint import list_file_fingerprint
     from genview.synthetic_data import make_image_folder
 
     weights = folder / "weights"
