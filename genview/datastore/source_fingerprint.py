@@ -136,9 +136,7 @@ def source_unchanged(source: str, header: dict[str, Any]) -> bool:
     A list file is hashed again; a local folder costs one stat per recorded directory. A source with
     no fingerprint recorded (an object-store folder, a store made before fingerprints) is not known.
     """
-    if header.get(FOLDER_KEY):
-        root = _local_folder(source)
-        return root is not None and folder_unchanged(root, header[FOLDER_KEY])
-    if header.get(LIST_FILE_KEY):
-        return list_file_fingerprint(source) == header[LIST_FILE_KEY]
-    return False
+    root = _local_folder(source)
+    if root is not None:
+        return bool(header.get(FOLDER_KEY)) and folder_unchanged(root, header[FOLDER_KEY])
+    return bool(header.get(LIST_FILE_KEY)) and list_file_fingerprint(source) == header[LIST_FILE_KEY]
