@@ -11,7 +11,10 @@ resume  A 1,282-shard store in the real format (one real shard made by the tiny 
         it with every shard done: the start-up until "nothing to run". Beside it the old start-up
         check (`quick_check_shard` per done shard: marker, size and a tar header scan) and the
         temp-file lookup per shard start (old: list shards/, manifest/, stats/; new: the shard's
-        own prefix), over every shard.
+        own prefix), over every shard. Then the same store sourced from a real FOLDER of as many
+        image files in 1,000 class folders (hard links to one tiny jpeg per class: the rerun never
+        reads them), resumed: the folder's directory mtimes checked (no listing) against the full
+        re-listing it replaces (GENVIEW_RELIST_SOURCE=1), side by side.
 plan    Planning N sources from a list file in a child process (peak RSS from the kernel): list,
         seeded shard order, sources.parquet; then what the driver holds to hand shards out: the
         old dict per source (`to_pylist`) against the per-shard row counts it holds now.
@@ -46,7 +49,7 @@ def build_store(folder: Path, shards: int, shard_size: int) -> tuple[str, str, s
     from genview.datastore import layout
     from genview.datastore.shard_rows import row_group_size
     from genview.datastore.sources import listing_digest
-    from genview.pipeline.runner import list_file_fingerprint
+    from genview.datastore.source_fingerprint import list_file_fingerprint
     from genview.synthetic_data import make_image_folder
 
     weights = folder / "weights"
@@ -60,7 +63,8 @@ def build_store(folder: Path, shards: int, shard_size: int) -> tuple[str, str, s
         code = cli(["generate", str(seed_list), "--model", "icgan", "--weights", str(weights), "--out", str(out), "--k", "2",
                     "--shard-size", "8", "--device", "cpu", "--no-progress"])  # one real shard
     assert code == 0
-    # Every shard number gets shard 0's tar, manifest (shard column patched) and marker (shard patched).
+    # Every shard number gets shard 0's tar, summary, member index, manifest (shard column patched) and
+    # marker (shard patched, sealed again).
     import pyarrow.parquet as pq
 
     tar = out / "shards" / "000000.tar"
@@ -69,10 +73,11 @@ def build_store(folder: Path, shards: int, shard_size: int) -> tuple[str, str, s
     for shard in range(1, shards):
         name = layout.shard_name(shard)
         os.link(tar, out / "shards" / f"{name}.tar")
+        for part in ("summary", "index"):  # the per-shard summary and member index describe the same tar
+            os.link(out / "stats" / f"000000.{part}.parquet", out / "stats" / f"{name}.{part}.parquet")
         column = manifest.schema.get_field_index("shard")
         pq.write_table(manifest.set_column(column, "shard", pa.array([shard] * manifest.num_rows, pa.int32())),
                        out / "manifest" / f"{name}.parquet")
-        (out / "stats" / f"{name}.json").write_text(json.dumps({**marker, "shard": shard, "tar": f"shards/{name}.tar"}))
     # The plan: shards x shard_size sources named by a list file (never read: every shard is done).
     total = shards * shard_size
     listing = folder / "list.txt"
@@ -90,7 +95,119 @@ def build_store(folder: Path, shards: int, shard_size: int) -> tuple[str, str, s
     header.update(listing=listing_digest(table), num_sources=total, num_shards=shards, source_file=list_file_fingerprint(str(listing)),
                   shard_pattern=layout.relative_shard_pattern(shards))
     (out / "genview.json").write_text(json.dumps(header, indent=2, sort_keys=True))
+    seal_markers(out, shards, marker)
     return str(listing), str(out), str(weights)
+
+
+def seal_markers(out: Path, shards: int, marker: dict) -> None:
+    """Write every shard's done marker from shard 0's, sealed as the writer seals it: the spec digest of
+    genview.json as it is now, its manifest fragment's sha256 and the marker's own digest."""
+    from genview.datastore import layout
+    from genview.datastore.shardcheck import SPEC_DIGEST, seal_marker
+    from genview.datastore.store import Store
+
+    digest = Store(str(out)).spec_digest()
+    for shard in range(shards):
+        name = layout.shard_name(shard)
+        fragment = (out / "manifest" / f"{name}.parquet").read_bytes()
+        stats = {**marker, "shard": shard, "tar": f"shards/{name}.tar", SPEC_DIGEST: digest}
+        (out / "stats" / f"{name}.json").write_text(json.dumps(seal_marker(stats, fragment)))
+
+
+#: Class folders of the FOLDER source (ImageNet's 1,000).
+FOLDER_CLASSES = 1000
+
+
+def build_source_folder(root: Path, files: int, classes: int = FOLDER_CLASSES) -> None:
+    """An ImageFolder tree of `files` real .jpg files in `classes` class folders, at rest for an hour.
+
+    One tiny jpeg per class, hard-linked under every other name of the class (one syscall a file, no
+    inode or data block each); ext4 allows 65,000 links a file, so one jpeg per class, not per tree.
+    """
+    from genview.synthetic_data import make_image_folder
+
+    make_image_folder(root.parent / "seed", classes=1, per_class=1, size=32, seed=0)
+    seed = root.parent / "seed" / "class_00" / "img_0000.jpg"
+    root.mkdir()
+    for c in range(classes):
+        folder = root / f"n{c:08d}"
+        folder.mkdir()
+        first = folder / f"n{c:08d}_{0:07d}.JPEG"
+        shutil.copyfile(seed, first)
+        for i in range(1, files // classes + (c < files % classes)):
+            os.link(first, folder / f"n{c:08d}_{i:07d}.JPEG")
+    # A dataset at rest: its directories last changed an hour ago. Written seconds before the
+    # fingerprint, they would be racy (not trusted until a rerun lists again and refreshes it).
+    past = time.time_ns() - 3600 * 10**9
+    for folder in [root, *(p for p in root.iterdir() if p.is_dir())]:
+        os.utime(folder, ns=(past, past))
+
+
+def folder_sourced(out: str, source: Path, shard_size: int) -> tuple[float, float, int]:
+    """Repoint the store at the folder as `generate` plans it: fingerprint, listing, sources.parquet, header.
+
+    Returns (seconds to take the fingerprint, seconds to list the folder and digest it, directories).
+    """
+    from genview.datastore.fs import canonical_url
+    from genview.datastore.source_fingerprint import source_fingerprint
+    from genview.datastore.sources import assign_shards, scan_sources
+    from genview.datastore.store import Store
+
+    start = time.perf_counter()
+    fingerprint = source_fingerprint(str(source))  # taken before the listing, as the runner does
+    walk = time.perf_counter() - start
+    start = time.perf_counter()
+    listing = scan_sources(str(source))
+    digest = listing.digest
+    relist = time.perf_counter() - start
+    store = Store(out)
+    store.write_sources(assign_shards(listing.table, shard_size, seed=0), shard_size)
+    header = store.read_header()
+    header["spec"]["source"] = canonical_url(str(source))
+    header.update(listing=digest, skipped_files={"count": 0, "first": []}, **fingerprint)
+    Path(out, "genview.json").write_text(json.dumps(header, indent=2, sort_keys=True))
+    seal_markers(Path(out), store.num_shards(), json.loads(Path(out, "stats", "000000.json").read_text()))
+    return walk, relist, len(fingerprint["source_folder"]["directories"])
+
+
+def bench_resume_folder(folder: Path, out: str, weights: str, shards: int, shard_size: int) -> None:
+    """The store resumed with a FOLDER source: directory mtimes checked vs the folder listed again."""
+    from genview.datastore.source_fingerprint import source_unchanged
+    from genview.datastore.store import Store
+    from genview.pipeline.runner import RELIST_SOURCE_ENV, generate
+    from genview.pipeline.spec import GenerateSpec
+
+    source = folder / "imagenet"
+    start = time.perf_counter()
+    build_source_folder(source, shards * shard_size)
+    built = time.perf_counter() - start
+    walk, relist, directories = folder_sourced(out, source, shard_size)
+    print(f"resume: built a source folder of {shards * shard_size:,} .JPEG files in {FOLDER_CLASSES:,} class folders "
+          f"in {built:.0f} s; its fingerprint ({directories:,} directories' mtimes, taken before each listing) in {walk:.2f} s")
+    spec = GenerateSpec(source=str(source), out=out, model="icgan", weights=weights, k=2, shard_size=shard_size,
+                        device="cpu")
+    recorded = Store(out).read_header()["source_folder"]
+    start = time.perf_counter()
+    assert source_unchanged(str(source), Store(out).read_header())
+    check = time.perf_counter() - start
+    start = time.perf_counter()
+    summary = generate(spec, progress=False)
+    new = time.perf_counter() - start
+    assert summary.shards_run == 0 and summary.shards == shards, summary
+    assert Store(out).read_header()["source_folder"] == recorded  # not listed (a listing refreshes it)
+    os.environ[RELIST_SOURCE_ENV] = "1"
+    try:
+        start = time.perf_counter()
+        summary = generate(spec, progress=False)
+        old = time.perf_counter() - start
+    finally:
+        del os.environ[RELIST_SOURCE_ENV]
+    assert summary.shards_run == 0 and Store(out).read_header()["source_folder"]["taken_ns"] > recorded["taken_ns"]
+    print(f"resume: folder source, listing it again and its digest: {relist:.1f} s; the fingerprint check instead "
+          f"({directories:,} stats): {check:.3f} s")
+    print(f"resume: folder source, `genview generate` start-up to 'nothing to run' on {shards} done shards: "
+          f"new (directory mtimes unchanged, not listed) {new:.1f} s; old (listed again and digested, "
+          f"{RELIST_SOURCE_ENV}=1) {old:.1f} s; ratio {old / max(new, 1e-9):.0f}x (model load included in both)")
 
 
 def bench_resume(shards: int, shard_size: int) -> None:
@@ -112,7 +229,7 @@ def bench_resume(shards: int, shard_size: int) -> None:
         resume = time.perf_counter() - start
         assert summary.shards_run == 0 and summary.shards == shards, summary
         start = time.perf_counter()
-        digest = scan_sources(listing).digest  # what a rerun costs when the list file changed, or on a folder
+        digest = scan_sources(listing).digest  # what a rerun costs when the list file changed
         relist = time.perf_counter() - start
         assert digest == Store(out).read_header()["listing"]
         store = Store(out)
@@ -134,13 +251,14 @@ def bench_resume(shards: int, shard_size: int) -> None:
         new_lookup = time.perf_counter() - start
         print(f"resume: `genview generate` start-up to 'nothing to run' on {shards} done shards: {resume:.1f} s "
               "(model load included; the list file's bytes unchanged, so it is not listed again)")
-        print(f"resume: listing the source again and its digest (a folder, or a list file that changed): {relist:.1f} s")
+        print(f"resume: listing the list file again and its digest (when its bytes changed): {relist:.1f} s")
         print(f"resume: done-shard check, new (marker size, one listing): {trusted:.2f} s; old (quick_check_shard, "
               f"tar header scan per shard): {old_check:.2f} s; ratio {old_check / max(trusted, 1e-9):.0f}x "
               f"(the copied shard has {summary.views // shards} views; real shards of 1,000 sources x 10 views scan "
               "~1,000x more headers)")
         print(f"resume: temp-file lookup at every shard start, summed over {shards} shards: new (own prefix) "
               f"{new_lookup:.2f} s; old (whole folders) {old_lookup:.2f} s; ratio {old_lookup / max(new_lookup, 1e-9):.0f}x")
+        bench_resume_folder(folder, out, weights, shards, shard_size)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -25,6 +25,8 @@ examples:
 Rerunning the same command resumes: shards with a done marker are kept, the others are redone.
 Several processes may run the same command on one store (machines, a Slurm array): they share the
 shards through leases. A source folder that gained images is refused unless --extend is given.
+A rerun lists the source again only when it changed: a list file's sha256, a local folder's
+directory mtimes; GENVIEW_RELIST_SOURCE=1 lists it at every rerun (mtimes that can't be trusted).
 """
 
 

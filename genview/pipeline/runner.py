@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import posixpath
@@ -18,13 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from genview.datastore import layout
-from genview.datastore.fs import canonical_url, open_url
+from genview.datastore.fs import canonical_url
 from genview.datastore.pairing import choose_secondaries
 from genview.datastore.extend import extension_rows, listing_change, shard_pattern_facts
 from genview.datastore.lease import ShardLeases
 from genview.datastore.shard_rows import ShardRows
 from genview.datastore.shardcheck import MANIFEST_SHA256, SPEC_DIGEST, marker_problems
-from genview.datastore.sources import (LIST_FILE_SUFFIXES, SourceListing, assign_shards, class_conditional_label_indices, listing_digest,
+from genview.datastore.source_fingerprint import source_fingerprint, source_unchanged
+from genview.datastore.sources import (SourceListing, assign_shards, class_conditional_label_indices, listing_digest,
                                        scan_sources)
 from genview.datastore.store import Store, StoreError, comparable_spec, spec_differences, spec_digest
 from genview.datastore.verify import quick_check_shard, spec_problems, verify_store
@@ -114,6 +114,16 @@ def resolved_alphas(spec: GenerateSpec, generator: ViewGenerator | ModelDescript
 RAY_ADDRESS_ENV = "GENVIEW_RAY_ADDRESS"
 
 
+#: Environment variable: set to 1, every rerun lists the source again (for a file system whose
+#: directory mtimes can't be trusted; see `genview.datastore.source_fingerprint`).
+RELIST_SOURCE_ENV = "GENVIEW_RELIST_SOURCE"
+
+
+def relisting_forced() -> bool:
+    """True when $GENVIEW_RELIST_SOURCE asks every rerun to list the source again."""
+    return os.environ.get(RELIST_SOURCE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def ray_address(spec: GenerateSpec) -> str | None:
     """The Ray cluster a job runs on: --ray-address, else $GENVIEW_RAY_ADDRESS; None when not given."""
     return spec.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
@@ -177,9 +187,10 @@ def _with_secondaries(sources: pa.Table, spec: GenerateSpec) -> pa.Table:
     return sources.append_column("secondary_candidates", pa.array(candidates, pa.list_(pa.int64())))
 
 
-def _plan(spec: GenerateSpec, listing: SourceListing | None = None) -> tuple[pa.Table, dict[str, Any]]:
+def _plan(spec: GenerateSpec) -> tuple[pa.Table, dict[str, Any]]:
     """List the source and freeze the plan: seeded shard assignment (+ secondaries); header facts."""
-    listing = listing or _scan(spec)
+    fingerprint = source_fingerprint(spec.source)  # before listing: a change made while it lists shows next time
+    listing = _scan(spec)
     sources = assign_shards(listing.table, spec.shard_size, seed=spec.seed)
     if get_generator_class(spec.model).needs_labels:
         # A class-conditional model is given ImageNet-1k class indices, not folder ranks.
@@ -189,7 +200,7 @@ def _plan(spec: GenerateSpec, listing: SourceListing | None = None) -> tuple[pa.
     num_shards = int(pc.max(sources.column("shard")).as_py()) + 1
     facts = {
         "listing": listing.digest,
-        "source_file": list_file_fingerprint(spec.source),
+        **fingerprint,
         "skipped_files": {"count": len(listing.skipped), "first": listing.skipped[:SKIPPED_LISTED]},
         **shard_pattern_facts(sources.num_rows, num_shards),
     }
@@ -210,37 +221,32 @@ def _scan(spec: GenerateSpec) -> SourceListing:
     return listing
 
 
-def list_file_fingerprint(source: str) -> dict[str, Any] | None:
-    """Size and sha256 of a list-file source (None for a folder): a rerun with the same bytes need not list it."""
-    fs, path = open_url(source)
-    if not path.lower().endswith(LIST_FILE_SUFFIXES) or not fs.isfile(path):
-        return None
-    sha = hashlib.sha256()
-    size = 0
-    with fs.open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            sha.update(chunk)
-            size += len(chunk)
-    return {"size": size, "sha256": sha.hexdigest()}
+def _record_fingerprint(store: Store, header: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """After a listing found the same images: record the source's fresh fingerprint, so the next rerun
+    need not list it (a store made before fingerprints, a racy fingerprint, a touched directory)."""
+    if any(header.get(key) != value for key, value in fingerprint.items()):
+        store.update_header(fingerprint)
 
 
 def _check_listing(store: Store, spec: GenerateSpec, header: dict[str, Any], extend: bool) -> None:
     """Compare the source as it lists now with the store's frozen listing; refuse a change, or extend.
 
-    The cheap test first: the listing's count and digest against those genview.json recorded. Only
+    The cheapest test first: the source's fingerprint (a list file's bytes, a folder's directory
+    mtimes; `genview.datastore.source_fingerprint`) against the one genview.json recorded: unchanged,
+    the source is not listed at all. Then the listing's count and digest against those recorded. Only
     when they differ are the uris compared (to count what was added and removed).
     """
-    fingerprint = list_file_fingerprint(spec.source)
-    if fingerprint is not None and header.get("source_file") == fingerprint:
-        return  # the same list file, byte for byte: it lists the same images (no need to list them again)
+    if not relisting_forced() and source_unchanged(spec.source, header):
+        return  # the same list file or the same directory mtimes: it lists the same images
+    fingerprint = source_fingerprint(spec.source)  # before listing: a change made while it lists shows next time
     listing = _scan(spec)
     if header.get("listing") == listing.digest:
-        if fingerprint is not None:
-            store.update_header({"source_file": fingerprint})  # e.g. a store made before fingerprints
+        _record_fingerprint(store, header, fingerprint)
         return
     frozen = store.read_sources_columns(["source_id", "uri", "label", "label_index", "shard"])
     change = listing_change(frozen.column("uri"), listing.table)
     if not change.changed:
+        _record_fingerprint(store, header, fingerprint)
         return  # same images (an older header's digest, or a reordered list file)
     added_classes = set(change.added.column("label").to_pylist()) - set(frozen.column("label").to_pylist())
     what = change.describe() + (f"; {len(added_classes)} new class(es)" if added_classes - {None} else "")
@@ -274,7 +280,7 @@ def _check_listing(store: Store, spec: GenerateSpec, header: dict[str, Any], ext
         added_shards, num_sources = 0, frozen.num_rows
     extensions.append({"added": change.added.num_rows, "removed": change.removed, "first_shard": num_shards - added_shards,
                        "shards": added_shards})
-    store.update_header({"listing": listing.digest, "extensions": extensions, "source_file": fingerprint,
+    store.update_header({"listing": listing.digest, "extensions": extensions, **fingerprint,
                          **shard_pattern_facts(num_sources, num_shards)})
     print(f"genview: extending {spec.out}: {what}; {added_shards} new shard(s) from "
           f"{layout.shard_name(num_shards - added_shards)}"
