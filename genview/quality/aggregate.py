@@ -134,8 +134,6 @@ def _read_shard(store: Any, c: _Counts, s0: int, v0: int, rows: _PerRow, spill: 
         rows.view[v0 : v0 + c.views] = view_idx
         rows.view_shard[v0 : v0 + c.views] = c.shard
         rows.similarity[v0 : v0 + c.views] = _similarities(store, c.shard, view_sid, view_idx)
-        if not c.sources:
-            return
         for name, per_view in SPILLED:
             array = data[name]
             if not spill.has(name):
@@ -293,7 +291,8 @@ def _class_rows(
         })
 
     src_groups = _groups(codes)
-    view_groups = dict(zip(np.unique(codes[rows.view_src_row]), _groups(codes[rows.view_src_row])))
+    view_codes = codes[rows.view_src_row]
+    view_groups = dict(zip(np.unique(view_codes), _groups(view_codes)))
     out = []
     with progress_bar(len(names), "quality tables: classes", "classes", enabled=progress) as bar:
         for code, src_rows in enumerate(src_groups):
